@@ -1,0 +1,195 @@
+"""Helpers shared by the tests: queues on the moto server, and running a worker in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from worker.config import Settings
+from worker.handlers import Handler
+from worker.provision import provision
+from worker.sqs import open_sns, open_sqs
+from worker.worker import Report, Worker, serve
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Queues:
+    """A topic, its subscribed queue and the queue's DLQ, made for one test."""
+
+    endpoint_url: str
+    topic_arn: str
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    max_receive_count: int
+    visibility_timeout: int
+
+    @property
+    def queue_name(self) -> str:
+        """The queue's name."""
+        return self.queue_url.rsplit("/", 1)[-1]
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Worker settings for this queue, quick to shut down; ``overrides`` win."""
+        values: dict[str, Any] = {
+            "queue_url": self.queue_url,
+            "endpoint_url": self.endpoint_url,
+            "region": REGION,
+            "wait_time_seconds": 1,
+            # Retries come back at once (a 0 s visibility), unless a test says otherwise.
+            "backoff_base_seconds": 0.1,
+            "backoff_max_seconds": 0.1,
+            "shutdown_timeout": 5.0,
+            "settle_flush_seconds": 0.02,
+            **overrides,
+        }
+        return Settings(**values)
+
+
+async def make_queues(
+    endpoint_url: str,
+    *,
+    max_receive_count: int = 3,
+    visibility_timeout: int = 30,
+    raw_message_delivery: bool = False,
+) -> Queues:
+    """Provision a fresh topic, queue and DLQ with ``worker provision``'s own code."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    settings = Settings(
+        endpoint_url=endpoint_url,
+        region=REGION,
+        queue_name=name,
+        max_receive_count=max_receive_count,
+        visibility_timeout=visibility_timeout,
+        raw_message_delivery=raw_message_delivery,
+    )
+    made = await provision(settings)
+    return Queues(
+        endpoint_url=endpoint_url,
+        topic_arn=made.topic_arn,
+        queue_url=made.queue_url,
+        queue_arn=made.queue_arn,
+        dlq_url=made.dlq_url,
+        max_receive_count=max_receive_count,
+        visibility_timeout=visibility_timeout,
+    )
+
+
+def _client_settings(queues: Queues) -> Settings:
+    return Settings(endpoint_url=queues.endpoint_url, region=REGION)
+
+
+async def publish(queues: Queues, *bodies: str, **extra: Any) -> list[str]:
+    """Publish each body to the topic; returns the SNS message ids."""
+    async with open_sns(_client_settings(queues)) as sns:
+        return [
+            (await sns.publish(TopicArn=queues.topic_arn, Message=body, **extra))["MessageId"]
+            for body in bodies
+        ]
+
+
+async def send(queues: Queues, *bodies: str, **extra: Any) -> list[str]:
+    """Send each body straight to the queue (no SNS); returns the SQS message ids."""
+    async with open_sqs(_client_settings(queues)) as sqs:
+        return [
+            (await sqs.send_message(QueueUrl=queues.queue_url, MessageBody=body, **extra))[
+                "MessageId"
+            ]
+            for body in bodies
+        ]
+
+
+async def depth(queues: Queues, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue, as SQS reports them."""
+    async with open_sqs(_client_settings(queues)) as sqs:
+        attributes = (
+            await sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )
+        )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+async def drain(
+    queues: Queues, url: str, *, expect: int, timeout: float = 10.0
+) -> list[MessageTypeDef]:
+    """Receive (and delete) messages from ``url`` until ``expect`` have come or time runs out."""
+    found: list[MessageTypeDef] = []
+    deadline = time.monotonic() + timeout
+    async with open_sqs(_client_settings(queues)) as sqs:
+        while len(found) < expect and time.monotonic() < deadline:
+            response = await sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            for message in response.get("Messages", []):
+                found.append(message)
+                await sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.1,
+) -> None:
+    """Wait until ``check()`` is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Running:
+    """A worker running in this process, and (after it stopped) its report."""
+
+    worker: Worker
+    task: asyncio.Task[Report]
+    report: Report = field(default_factory=Report)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, handler: Handler | None = None
+) -> AsyncIterator[Running]:
+    """Run ``serve`` in a task; stop it gracefully on exit and keep its report."""
+    started: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, handler=handler, on_started=started.set_result))
+    either: set[asyncio.Future[Any]] = {started, task}
+    done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if task in done and not started.done():
+        task.result()  # raises what stopped it from starting
+    running = Running(worker=started.result(), task=task)
+    try:
+        yield running
+    finally:
+        running.worker.stop("test finished")
+        running.report = await asyncio.wait_for(task, timeout=60)

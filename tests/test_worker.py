@@ -1,0 +1,291 @@
+"""The message path end to end, against a moto server over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from tests.support import (
+    Queues,
+    depth,
+    drain,
+    eventually,
+    make_queues,
+    publish,
+    running_worker,
+    send,
+)
+from worker import Message, NonRetryableError
+
+
+class Recorder:
+    """A handler that records every message it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    @property
+    def bodies(self) -> list[str]:
+        return [message.body for message in self.messages]
+
+
+class TestDelivery:
+    """What a message handler sees, whether or not SNS wraps the payload."""
+
+    async def test_sns_envelope_is_unwrapped(self, queues: Queues) -> None:
+        recorder = Recorder()
+        await publish(
+            queues,
+            '{"order": 1}',
+            Subject="orders",
+            MessageAttributes={"kind": {"DataType": "String", "StringValue": "created"}},
+        )
+        async with running_worker(queues.settings(), recorder):
+            await eventually(lambda: len(recorder.messages) == 1)
+        message = recorder.messages[0]
+        assert message.body == '{"order": 1}'
+        assert message.json() == {"order": 1}
+        assert message.sns is not None
+        assert message.sns.topic_arn == queues.topic_arn
+        assert message.sns.subject == "orders"
+        assert message.published_attributes["kind"].value == "created"
+        assert message.receive_count == 1
+        assert message.sent_at is not None
+        assert json.loads(message.raw_body)["Type"] == "Notification"
+
+    async def test_raw_delivery_body_is_the_payload(self, moto_endpoint: str) -> None:
+        queues = await make_queues(moto_endpoint, raw_message_delivery=True)
+        recorder = Recorder()
+        await publish(
+            queues,
+            '{"order": 2}',
+            MessageAttributes={"kind": {"DataType": "String", "StringValue": "raw"}},
+        )
+        async with running_worker(queues.settings(), recorder):
+            await eventually(lambda: len(recorder.messages) == 1)
+        message = recorder.messages[0]
+        assert message.body == message.raw_body == '{"order": 2}'
+        assert message.sns is None
+        assert message.published_attributes["kind"].value == "raw"
+
+
+class TestSuccessAndFailure:
+    """Success deletes; failure retries with backoff and ends in the DLQ."""
+
+    async def test_success_deletes(self, queues: Queues) -> None:
+        recorder = Recorder()
+        await publish(queues, *(f"m{i}" for i in range(25)))
+        async with running_worker(queues.settings(), recorder) as running:
+            await eventually(lambda: len(set(recorder.bodies)) == 25)
+        assert running.report.deleted >= 25
+        assert await depth(queues, queues.queue_url) == (0, 0)
+        assert await depth(queues, queues.dlq_url) == (0, 0)
+
+    async def test_failure_reaches_dlq_after_max_receive_count(self, queues: Queues) -> None:
+        calls: list[int] = []
+
+        async def always_fails(message: Message) -> None:
+            calls.append(message.receive_count)
+            raise RuntimeError("boom")
+
+        await publish(queues, "poison")
+        async with running_worker(queues.settings(), always_fails) as running:
+            await eventually(lambda: len(calls) == queues.max_receive_count)
+            dead = await drain(queues, queues.dlq_url, expect=1)
+        assert calls == [1, 2, 3]
+        assert len(dead) == 1
+        assert json.loads(dead[0]["Body"])["Message"] == "poison"
+        assert running.report.failures == {"handler_error": 3}
+        assert running.report.deleted == 0
+
+    async def test_retry_waits_out_the_backoff(self, queues: Queues) -> None:
+        seen: list[float] = []
+
+        async def fails_once(message: Message) -> None:
+            seen.append(time.monotonic())
+            if message.receive_count == 1:
+                raise RuntimeError("transient")
+
+        await publish(queues, "flaky")
+        settings = queues.settings(backoff_base_seconds=2.0, backoff_max_seconds=2.0)
+        async with running_worker(settings, fails_once) as running:
+            await eventually(lambda: len(seen) == 2)
+        assert seen[1] - seen[0] >= 0.9  # equal jitter keeps at least half of the 2 s step
+        assert running.report.retried == 1
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
+    async def test_non_retryable_is_released_at_once(self, queues: Queues) -> None:
+        calls: list[float] = []
+
+        async def rejects(message: Message) -> None:
+            calls.append(time.monotonic())
+            raise NonRetryableError("bad order")
+
+        await publish(queues, "invalid")
+        # The backoff would keep it away for ten minutes: only a release brings it back quickly.
+        settings = queues.settings(backoff_base_seconds=600.0, backoff_max_seconds=600.0)
+        async with running_worker(settings, rejects) as running:
+            dead = await drain(queues, queues.dlq_url, expect=1, timeout=20)
+        assert len(calls) == queues.max_receive_count
+        assert len(dead) == 1
+        assert running.report.failures == {"non_retryable": 3}
+        assert running.report.released == 3
+
+
+class TestVisibility:
+    """A handler slower than the visibility timeout keeps its message to itself."""
+
+    async def test_slow_handler_is_extended_and_not_redelivered(self, moto_endpoint: str) -> None:
+        queues = await make_queues(moto_endpoint, visibility_timeout=2)
+        calls: list[str] = []
+
+        async def slow(message: Message) -> None:
+            calls.append(message.message_id)
+            await asyncio.sleep(5)  # two and a half visibility timeouts
+
+        await publish(queues, "slow")
+        async with running_worker(queues.settings(), slow) as running:
+            await eventually(lambda: len(calls) == 1)
+            await eventually(lambda: running.worker.keeper.in_flight == 0, timeout=15)
+            await asyncio.sleep(2.5)  # had it not been extended, it would have come back by now
+        assert len(calls) == 1
+        assert running.report.extended >= 2
+        assert running.report.deleted == 1
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
+    async def test_async_handler_over_budget_is_cancelled_and_retried(self, queues: Queues) -> None:
+        attempts: list[int] = []
+        cancelled: list[bool] = []
+
+        async def hangs_first(message: Message) -> None:
+            attempts.append(message.receive_count)
+            if message.receive_count == 1:
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    cancelled.append(True)
+                    raise
+
+        await publish(queues, "hangs")
+        async with running_worker(
+            queues.settings(max_processing_seconds=1), hangs_first
+        ) as running:
+            await eventually(lambda: attempts == [1, 2])
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        assert cancelled == [True]
+        assert running.report.failures == {"timeout": 1}
+        assert running.report.succeeded == 1
+
+    async def test_sync_handler_over_budget_is_abandoned_and_keeps_its_slot(
+        self, queues: Queues
+    ) -> None:
+        release = threading.Event()
+        attempts: list[int] = []
+
+        def blocks_first(message: Message) -> None:
+            attempts.append(message.receive_count)
+            if message.receive_count == 1:
+                release.wait(30)
+
+        await publish(queues, "blocks")
+        settings = queues.settings(max_processing_seconds=1, concurrency=2)
+        async with running_worker(settings, blocks_first) as running:
+            await eventually(lambda: attempts == [1, 2])
+            # The abandoned thread still holds its slot: its invocation has not ended.
+            await eventually(lambda: running.worker.runner.running == 1)
+            release.set()
+            await eventually(lambda: running.worker.runner.running == 0)
+        assert running.report.failures == {"timeout": 1}
+        assert running.report.succeeded == 1
+
+
+class TestPool:
+    """Concurrency, sync handlers in threads, and handlers that misbehave."""
+
+    async def test_concurrency_limit_is_never_exceeded(self, queues: Queues) -> None:
+        active = 0
+        peak = 0
+
+        async def busy(message: Message) -> None:
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.2)
+            active -= 1
+
+        handled: set[str] = set()
+
+        async def counting(message: Message) -> None:
+            await busy(message)
+            handled.add(message.body)
+
+        await send(queues, *(f"m{i}" for i in range(60)))
+        async with running_worker(queues.settings(concurrency=7, pollers=3), counting):
+            await eventually(lambda: len(handled) == 60, timeout=30)
+        assert peak == 7  # reached, and never passed
+
+    async def test_sync_handler_runs_in_a_thread(self, queues: Queues) -> None:
+        threads: list[int] = []
+        loop_thread = threading.get_ident()
+
+        def sync_handler(message: Message) -> None:
+            threads.append(threading.get_ident())
+            time.sleep(0.3)  # blocks its thread, not the event loop
+
+        await send(queues, *(f"m{i}" for i in range(4)))
+        async with running_worker(queues.settings(concurrency=4), sync_handler) as running:
+            await eventually(lambda: len(threads) == 4)
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        assert loop_thread not in threads
+        assert running.report.succeeded == 4
+
+    @pytest.mark.parametrize(
+        "raised",
+        [SystemExit(3), KeyboardInterrupt(), GeneratorExit(), MemoryError("fake")],
+        ids=["SystemExit", "KeyboardInterrupt", "GeneratorExit", "MemoryError"],
+    )
+    @pytest.mark.parametrize("kind", ["async", "sync"])
+    async def test_base_exceptions_fail_only_their_message(
+        self, queues: Queues, raised: BaseException, kind: str
+    ) -> None:
+        outcomes: list[str] = []
+
+        def behave(message: Message) -> None:
+            outcomes.append(message.body)
+            if message.body == "bad" and message.receive_count == 1:
+                raise raised
+
+        async def async_behave(message: Message) -> None:
+            behave(message)
+
+        await send(queues, "bad", "good")
+        handler = async_behave if kind == "async" else behave
+        async with running_worker(queues.settings(), handler) as running:
+            await eventually(lambda: sorted(outcomes) == ["bad", "bad", "good"])
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        assert running.report.failures == {"handler_error": 1}
+        assert running.report.succeeded == 2
+
+
+class TestIdleExit:
+    """``--exit-when-idle`` ends a drain once the queue is quiet."""
+
+    async def test_exits_when_idle(self, queues: Queues) -> None:
+        from worker.worker import serve  # noqa: PLC0415
+
+        recorder = Recorder()
+        await send(queues, "a", "b")
+        started = time.monotonic()
+        report = await asyncio.wait_for(
+            serve(queues.settings(exit_when_idle=1.5), handler=recorder), timeout=30
+        )
+        assert sorted(recorder.bodies) == ["a", "b"]
+        assert report.stop_reason == "idle for 1.5s"
+        assert time.monotonic() - started < 10

@@ -1,0 +1,282 @@
+"""Configuration: ``WORKER_*`` environment variables, an optional TOML file, and command-line flags.
+
+Precedence, highest first: command-line flags, environment, the file named by ``--config`` or
+``WORKER_CONFIG_FILE``, defaults. Problems are collected rather than raised one at a time, so an
+operator fixing a deployment sees every mistake at once, one line each, and unknown ``WORKER_*``
+variables (usually typos) are reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from worker.errors import ConfigurationError
+
+ENV_PREFIX = "WORKER_"
+CONFIG_FILE_VARIABLE = "WORKER_CONFIG_FILE"
+SQS_MAX_VISIBILITY_SECONDS = 43_200  # SQS caps a message's total visibility at 12 hours
+_HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class HandlerType(StrEnum):
+    """How the user's function is called."""
+
+    MESSAGE = "message"  # handler(message: worker.Message), once per message
+    LAMBDA = "lambda"  # handler(event, context), an unmodified AWS Lambda handler
+
+
+class EnvelopeMode(StrEnum):
+    """Whether message bodies are SNS notification envelopes."""
+
+    AUTO = "auto"  # unwrap bodies that are SNS notifications, pass others through
+    SNS = "sns"  # every body must be an SNS notification; anything else is malformed
+    RAW = "raw"  # never unwrap (raw message delivery, or a queue fed directly)
+
+
+class BackoffMode(StrEnum):
+    """What a failed message's visibility becomes."""
+
+    EXPONENTIAL = "exponential"  # from ApproximateReceiveCount, with jitter and a cap
+    OFF = "off"  # the queue's own visibility timeout, as Lambda does
+
+
+class LogFormat(StrEnum):
+    """How log lines are rendered."""
+
+    AUTO = "auto"  # JSON, or readable columns when stderr is a terminal
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    """The least severe log level written."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Every setting of every command; each is ``WORKER_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        env_ignore_empty=True,
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # --- the queue and the AWS endpoint ---
+    queue_url: str | None = None
+    queue_name: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "region", "WORKER_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"
+        ),
+    )
+
+    # --- the handler ---
+    handler: str | None = None
+    handler_type: HandlerType = HandlerType.MESSAGE
+    handler_path: Path | None = None
+    sns_envelope: EnvelopeMode = EnvelopeMode.AUTO
+    batch_size: int = Field(default=10, ge=1, le=10)
+    report_batch_item_failures: bool = True
+    function_name: str | None = None
+    memory_limit_in_mb: int = Field(default=1024, ge=128, le=10_240)
+
+    # --- the pool ---
+    concurrency: int = Field(default=10, ge=1, le=10_000)
+    pollers: int | None = Field(default=None, ge=1, le=100)
+    wait_time_seconds: int = Field(default=20, ge=1, le=20)
+    visibility_timeout: int | None = Field(default=None, ge=1, le=SQS_MAX_VISIBILITY_SECONDS)
+    max_processing_seconds: float = Field(default=900, gt=0, le=SQS_MAX_VISIBILITY_SECONDS)
+    shutdown_timeout: float = Field(default=30, ge=0, le=3600)
+    exit_when_idle: Seconds | None = None
+    settle_flush_seconds: float = Field(default=0.05, ge=0, le=10)
+
+    # --- failures ---
+    backoff: BackoffMode = BackoffMode.EXPONENTIAL
+    backoff_base_seconds: Seconds = 2.0
+    backoff_max_seconds: float = Field(default=300, gt=0, le=SQS_MAX_VISIBILITY_SECONDS)
+    allow_no_dlq: bool = False
+
+    # --- provisioning and publishing ---
+    topic_name: str | None = None
+    topic_arn: str | None = None
+    dlq_name: str | None = None
+    max_receive_count: int = Field(default=5, ge=1, le=1000)
+    raw_message_delivery: bool = False
+    filter_policy: str | None = None
+
+    # --- observability ---
+    http_host: str = "0.0.0.0"  # noqa: S104 -- a pod's probes and scrapes arrive on its pod IP
+    http_port: int = Field(default=8080, ge=0, le=65_535)
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.AUTO
+    log_message_bodies: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags, then environment, then the TOML file (if :func:`load_settings` named one)."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file") is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @field_validator("handler")
+    @classmethod
+    def _handler_names_a_function(cls, value: str | None) -> str | None:
+        if value is not None and not _HANDLER_PATTERN.match(value):
+            raise ValueError("must be 'package.module:function'")
+        return value
+
+    @field_validator("queue_url", "endpoint_url")
+    @classmethod
+    def _is_a_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("filter_policy")
+    @classmethod
+    def _filter_policy_is_json_object(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import json  # noqa: PLC0415 -- only needed when a filter policy is set
+
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"must be a JSON object ({exc.msg})") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object")  # noqa: TRY004 -- pydantic reports ValueError
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.queue_url and self.queue_name:
+            raise ValueError("set WORKER_QUEUE_URL or WORKER_QUEUE_NAME, not both")
+        if self.backoff_base_seconds > self.backoff_max_seconds:
+            raise ValueError(
+                "WORKER_BACKOFF_BASE_SECONDS must not exceed WORKER_BACKOFF_MAX_SECONDS"
+            )
+        return self
+
+    @property
+    def queue(self) -> str | None:
+        """The queue as given: a URL, or a name to look up."""
+        return self.queue_url or self.queue_name
+
+    @property
+    def poller_count(self) -> int:
+        """Enough pollers that each asks for ten messages at a time when the pool is empty."""
+        if self.pollers is not None:
+            return self.pollers
+        messages_in_flight = self.concurrency * self.batch_size_for_type
+        return max(1, min(10, -(-messages_in_flight // 10)))
+
+    @property
+    def batch_size_for_type(self) -> int:
+        """Messages per handler call: one for message handlers, the batch size for Lambda ones."""
+        return self.batch_size if self.handler_type is HandlerType.LAMBDA else 1
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _known_variables() -> set[str]:
+    return {env_name(name) for name in Settings.model_fields} | {CONFIG_FILE_VARIABLE}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One problem line per ``WORKER_*`` variable that no setting reads, with a likely match."""
+    known = _known_variables()
+    problems = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            guess = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {guess[0]}?)" if guess else ""
+            problems.append(f"{name}: unknown setting{hint}")
+    return problems
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = error.get("loc") or ()
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not location:
+        return message
+    field = str(location[0])
+    where = env_name(field) if field in Settings.model_fields else field
+    if error["type"] == "extra_forbidden":
+        return f"{field}: unknown setting in the configuration file"
+    shown = error.get("input")
+    got = f" (got {shown!r})" if isinstance(shown, str | int | float | bool) else ""
+    return f"{where}: {message}{got}"
+
+
+def _read_config_file(path: Path) -> list[str]:
+    if not path.is_file():
+        return [f"{CONFIG_FILE_VARIABLE}={path}: no such file"]
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        return [f"{CONFIG_FILE_VARIABLE}={path}: not valid TOML ({exc})"]
+    return []
+
+
+def load_settings(
+    *, config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Read the settings, or raise :class:`ConfigurationError` listing every problem."""
+    problems = unknown_variables(os.environ)
+    if config_file is None and os.environ.get(CONFIG_FILE_VARIABLE):
+        config_file = Path(os.environ[CONFIG_FILE_VARIABLE])
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        file_problems = _read_config_file(config_file)
+        problems.extend(file_problems)
+        if not file_problems:
+            config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
+            settings_cls = type("FileSettings", (Settings,), {"model_config": config})
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    try:
+        settings = settings_cls(**given)
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors(include_url=False))
+        raise ConfigurationError(problems) from None
+    if problems:
+        raise ConfigurationError(problems)
+    return settings

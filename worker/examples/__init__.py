@@ -1,0 +1,1 @@
+"""Example handlers: one of each type, used by ``worker demo`` and the README."""

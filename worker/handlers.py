@@ -1,0 +1,154 @@
+"""Handler adapters: how the user's function is found and called, for each handler type.
+
+An adapter turns a batch of leased messages into one call of the user's function and one outcome
+per message. The ``message`` adapter calls the function once per message with a
+:class:`~worker.message.Message`; the ``lambda`` adapter calls an unmodified Lambda handler with
+the SQS event and a context, and reads its ReportBatchItemFailures response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from worker.config import EnvelopeMode
+from worker.errors import ConfigurationError, InvalidLambdaResponseError, MalformedMessageError
+from worker.invoke import Call, Caller
+from worker.lambda_event import LambdaContext, failed_message_ids, sqs_event, sqs_record
+from worker.lease import Lease
+from worker.message import parse_message
+from worker.outcome import Failure, FailureReason, Outcome
+
+Handler = Callable[..., Any]
+
+
+@dataclass(slots=True)
+class Invocation:
+    """One call's outcome per message, and the call itself if it is still running (abandoned)."""
+
+    outcomes: list[Outcome]
+    running: asyncio.Future[Any] | None = field(default=None)
+
+
+class Adapter(Protocol):
+    """Calls the user's function for a batch of messages."""
+
+    async def __call__(self, leases: Sequence[Lease], deadline: float) -> Invocation:
+        """Run the handler on ``leases`` until ``deadline``; one outcome per lease, in order."""
+        ...
+
+
+def load_handler(spec: str, search_path: Path | None = None) -> Handler:
+    """Import ``package.module:function``; raises :class:`ConfigurationError` with one line."""
+    module_name, _, attribute = spec.partition(":")
+    if search_path is not None:
+        sys.path.insert(0, str(search_path))
+
+    def problem(text: str) -> ConfigurationError:
+        return ConfigurationError([f"WORKER_HANDLER={spec}: {text}"])
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
+            raise problem(f"no module named {exc.name!r}") from None
+        raise problem(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 -- user code: report, never a traceback
+        raise problem(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise problem(f"{module_name} has no attribute {attribute!r}") from None
+    if not callable(target):
+        raise problem(f"{attribute} is not callable")
+    return target  # type: ignore[no-any-return]  # checked callable above
+
+
+def _outcome_of(call: Call) -> Outcome:
+    return None if call.error is None else Failure.from_exception(call.error)
+
+
+class MessageAdapter:
+    """Calls ``handler(message)`` once per message; returning is success, raising is failure."""
+
+    def __init__(
+        self, function: Handler, caller: Caller, *, queue_url: str, envelope: EnvelopeMode
+    ) -> None:
+        self._function = function
+        self._caller = caller
+        self._queue_url = queue_url
+        self._envelope = envelope
+
+    async def __call__(self, leases: Sequence[Lease], deadline: float) -> Invocation:
+        """Read the message, then call the handler with it."""
+        (lease,) = leases
+        try:
+            message = parse_message(lease.raw, queue_url=self._queue_url, envelope=self._envelope)
+        except MalformedMessageError as exc:
+            return Invocation([Failure.from_exception(exc)])
+        call = await self._caller.call(self._function, (message,), deadline=deadline)
+        return Invocation([_outcome_of(call)], call.running)
+
+
+_REPORTED_FAILURE = Failure(
+    FailureReason.HANDLER_ERROR, "BatchItemFailure", "listed in batchItemFailures"
+)
+
+
+class LambdaAdapter:
+    """Calls an unmodified Lambda handler with the SQS event Lambda would build."""
+
+    def __init__(
+        self,
+        function: Handler,
+        caller: Caller,
+        *,
+        queue_arn: str,
+        region: str,
+        function_name: str,
+        memory_limit_in_mb: int,
+        report_batch_item_failures: bool,
+    ) -> None:
+        self._function = function
+        self._caller = caller
+        self._queue_arn = queue_arn
+        self._region = region
+        self._function_name = function_name
+        self._memory = memory_limit_in_mb
+        self._report_failures = report_batch_item_failures
+        account = queue_arn.split(":")[4] if queue_arn.count(":") >= 5 else "000000000000"
+        self._function_arn = f"arn:aws:lambda:{region}:{account}:function:{function_name}"
+
+    async def __call__(self, leases: Sequence[Lease], deadline: float) -> Invocation:
+        """Build the event and context, call the handler, read its batch response."""
+        event = sqs_event(
+            sqs_record(lease.raw, queue_arn=self._queue_arn, region=self._region)
+            for lease in leases
+        )
+        context = LambdaContext(
+            function_name=self._function_name,
+            invoked_function_arn=self._function_arn,
+            memory_limit_in_mb=self._memory,
+            deadline=deadline,
+        )
+        call = await self._caller.call(self._function, (event, context), deadline=deadline)
+        if call.error is not None:
+            return Invocation([Failure.from_exception(call.error)] * len(leases), call.running)
+        try:
+            failed = failed_message_ids(
+                call.value,
+                [lease.message_id for lease in leases],
+                report_batch_item_failures=self._report_failures,
+            )
+        except InvalidLambdaResponseError as exc:
+            return Invocation([Failure.from_exception(exc)] * len(leases))
+        return Invocation(
+            [_REPORTED_FAILURE if lease.message_id in failed else None for lease in leases]
+        )

@@ -1,0 +1,119 @@
+"""Calling user code: coroutines on the loop, plain functions in a bounded thread pool.
+
+Both kinds get the same processing budget. An ``async def`` handler over budget is cancelled; a
+plain function cannot be stopped from outside its thread, so it is abandoned: its message is
+failed as a timeout at once, and :attr:`Call.running` lets the caller keep the handler's slot
+until the thread really ends, so abandoned threads never push the pool past its limit.
+
+Whatever a handler raises, ``SystemExit`` and ``KeyboardInterrupt`` included, fails only the
+message it was handling; it never unwinds the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from worker.errors import HandlerExitError, HandlerTimeoutError
+
+# How long a cancelled coroutine may take to unwind before it is abandoned.
+_CANCEL_GRACE_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class Call:
+    """The result of one handler call."""
+
+    value: Any = None
+    error: BaseException | None = None
+    # Still running after its budget ran out (abandoned); done when the code really stops.
+    running: asyncio.Future[Any] | None = None
+
+
+def is_async(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` returns a coroutine to await."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 -- instances with an async __call__
+    )
+
+
+async def _guarded(function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
+    try:
+        return await function(*args)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        # Inside a task these would be re-raised out of the event loop itself.
+        raise HandlerExitError(f"handler raised {type(exc).__name__}") from exc
+
+
+def _guarded_sync(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return function(*args)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        raise HandlerExitError(f"handler raised {type(exc).__name__}") from exc
+
+
+class Caller:
+    """Runs handler calls under a deadline, plain functions in at most ``max_threads`` threads."""
+
+    def __init__(self, max_threads: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="handler")
+        self._abandoned: set[asyncio.Future[Any]] = set()
+
+    @property
+    def abandoned(self) -> int:
+        """Handlers past their budget that are still running."""
+        return len(self._abandoned)
+
+    async def call(
+        self, function: Callable[..., Any], args: tuple[Any, ...], *, deadline: float
+    ) -> Call:
+        """Call ``function(*args)`` and wait for it until ``deadline`` (``time.monotonic``)."""
+        loop = asyncio.get_running_loop()
+        if is_async(function):
+            running: asyncio.Future[Any] = loop.create_task(_guarded(function, args))
+        else:
+            context = contextvars.copy_context()
+            running = loop.run_in_executor(
+                self._executor, functools.partial(context.run, _guarded_sync, function, args)
+            )
+        try:
+            done, _ = await asyncio.wait({running}, timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.CancelledError:
+            running.cancel()  # shutdown ran out of time: stop a coroutine, orphan a thread
+            raise
+        if done:
+            return _result(running)
+        error = HandlerTimeoutError("handler did not finish within its budget")
+        if isinstance(running, asyncio.Task):
+            running.cancel()
+            done, _ = await asyncio.wait({running}, timeout=_CANCEL_GRACE_SECONDS)
+            if done:
+                return Call(error=error)
+        self._abandon(running)
+        return Call(error=error, running=running)
+
+    def _abandon(self, running: asyncio.Future[Any]) -> None:
+        self._abandoned.add(running)
+        running.add_done_callback(self._abandoned.discard)
+        # Retrieve the eventual result so that asyncio does not report it as never retrieved.
+        running.add_done_callback(lambda future: future.cancelled() or future.exception())
+
+    def close(self) -> None:
+        """Stop taking calls; threads still running are left to finish on their own."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _result(future: asyncio.Future[Any]) -> Call:
+    if future.cancelled():
+        return Call(error=HandlerExitError("handler was cancelled"))
+    error = future.exception()
+    if error is not None:
+        return Call(error=error)
+    return Call(value=future.result())

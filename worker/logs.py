@@ -1,0 +1,61 @@
+"""Structured logging: JSON lines for log collectors, readable columns on a terminal.
+
+Lines go to stderr so that stdout stays free for what commands print (provisioning results, the
+demo's summary). Per-message context (message id, receive count, queue) is bound with
+``structlog.contextvars`` where a message is taken up, so every line about it carries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+from worker.config import LogFormat, LogLevel
+
+_LEVELS = {
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.WARNING: logging.WARNING,
+    LogLevel.ERROR: logging.ERROR,
+}
+
+
+def configure_logging(
+    level: LogLevel = LogLevel.INFO,
+    log_format: LogFormat = LogFormat.AUTO,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog, and route the standard library's loggers (botocore) through it."""
+    stream = stream or sys.stderr
+    readable = log_format is LogFormat.CONSOLE or (log_format is LogFormat.AUTO and stream.isatty())
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor
+    if readable:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    else:
+        shared.append(structlog.processors.dict_tracebacks)
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # botocore and aiohttp are chatty at INFO; their warnings are what an operator needs.
+    root.setLevel(max(_LEVELS[level], logging.WARNING))

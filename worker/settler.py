@@ -1,0 +1,206 @@
+"""The settler: deletes what succeeded and sets the visibility of what failed, in batches.
+
+Settlements are buffered and sent ten at a time (``DeleteMessageBatch``,
+``ChangeMessageVisibilityBatch``), or after a short delay when fewer are waiting, so a busy worker
+makes one call per ten messages and an idle one does not hold a result back. Entries SQS fails on
+its side are retried; entries it refuses (an expired receipt handle) are logged and counted, and
+the message comes back from SQS: a duplicate, never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from worker.lease import Lease
+from worker.sqs import MAX_BATCH, EntryFailure, SqsQueue, describe_failure
+
+log = structlog.get_logger("worker.settler")
+
+
+class Settlement(StrEnum):
+    """What is done with a message."""
+
+    DELETE = "delete"  # it succeeded
+    RETRY = "retry"  # it failed: visible again after a backoff
+    RELEASE = "release"  # give it back now (shutdown, or a non-retryable failure)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    lease: Lease
+    settlement: Settlement
+    seconds: int = 0
+
+
+class _Channel:
+    """A buffer that sends its entries ten at a time, or after ``delay`` when fewer wait."""
+
+    def __init__(
+        self, send: Callable[[list[_Entry]], Coroutine[Any, Any, None]], delay: float
+    ) -> None:
+        self._send = send
+        self._delay = delay
+        self._pending: list[_Entry] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def put(self, entry: _Entry) -> None:
+        self._pending.append(entry)
+        if len(self._pending) >= MAX_BATCH:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        self.flush()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Settler:
+    """Settles leases in batches and reports each one settled through ``on_settled``."""
+
+    def __init__(
+        self,
+        queue: SqsQueue,
+        *,
+        on_settled: Callable[[Lease], None],
+        flush_delay: float = 0.05,
+        max_attempts: int = 4,
+        max_concurrent_calls: int = 8,
+    ) -> None:
+        self._queue = queue
+        self._on_settled = on_settled
+        self._max_attempts = max_attempts
+        self._calls = asyncio.Semaphore(max_concurrent_calls)
+        self._deletes = _Channel(self._send_deletes, flush_delay)
+        self._changes = _Channel(self._send_changes, flush_delay)
+        self.counts: dict[str, int] = {
+            "deleted": 0,
+            "retried": 0,
+            "released": 0,
+            "failed": 0,
+        }
+
+    @property
+    def waiting(self) -> int:
+        """Settlements buffered and not yet sent."""
+        return self._deletes.waiting + self._changes.waiting
+
+    def delete(self, lease: Lease) -> None:
+        """The message succeeded: delete it."""
+        lease.settling = True
+        self._deletes.put(_Entry(lease, Settlement.DELETE))
+
+    def retry(self, lease: Lease, seconds: int) -> None:
+        """The message failed: make it visible again in ``seconds``."""
+        lease.settling = True
+        self._changes.put(_Entry(lease, Settlement.RETRY, seconds))
+
+    def release(self, lease: Lease) -> None:
+        """Give the message back to the queue now."""
+        lease.settling = True
+        self._changes.put(_Entry(lease, Settlement.RELEASE, 0))
+
+    async def close(self) -> None:
+        """Send everything buffered and wait for the calls in flight."""
+        await asyncio.gather(self._deletes.drain(), self._changes.drain())
+
+    async def _send_deletes(self, entries: list[_Entry]) -> None:
+        await self._send(
+            entries,
+            lambda batch: self._queue.delete_batch(
+                {str(i): e.lease.receipt_handle for i, e in enumerate(batch)}
+            ),
+        )
+
+    async def _send_changes(self, entries: list[_Entry]) -> None:
+        await self._send(
+            entries,
+            lambda batch: self._queue.change_visibility_batch(
+                {str(i): (e.lease.receipt_handle, e.seconds) for i, e in enumerate(batch)}
+            ),
+        )
+
+    async def _send(
+        self,
+        entries: list[_Entry],
+        call: Callable[[list[_Entry]], Awaitable[dict[str, EntryFailure]]],
+    ) -> None:
+        for attempt in range(1, self._max_attempts + 1):
+            last = attempt == self._max_attempts
+            try:
+                async with self._calls:
+                    failures = await call(entries)
+            except Exception as exc:  # noqa: BLE001 -- whatever the cause, retry, then give up
+                if last:
+                    for entry in entries:
+                        self._give_up(entry, describe_failure(exc))
+                    return
+                log.warning("sqs.settle_retrying", error=describe_failure(exc), attempt=attempt)
+            else:
+                retry = []
+                for index, entry in enumerate(entries):
+                    failure = failures.get(str(index))
+                    if failure is None:
+                        self._settled(entry)
+                    elif failure.sender_fault or last:
+                        self._give_up(entry, f"{failure.code}: {failure.message}")
+                    else:
+                        retry.append(entry)
+                entries = retry
+                if not entries:
+                    return
+            await asyncio.sleep(0.1 * 2**attempt)
+
+    def _settled(self, entry: _Entry) -> None:
+        lease = entry.lease
+        if entry.settlement is Settlement.DELETE:
+            self.counts["deleted"] += 1
+            log.debug("message.deleted", message_id=lease.message_id)
+        elif entry.settlement is Settlement.RETRY:
+            self.counts["retried"] += 1
+            log.info(
+                "message.retry_scheduled",
+                message_id=lease.message_id,
+                receive_count=lease.receive_count,
+                delay_seconds=entry.seconds,
+            )
+        else:
+            self.counts["released"] += 1
+            log.info(
+                "message.released", message_id=lease.message_id, receive_count=lease.receive_count
+            )
+        self._on_settled(lease)
+
+    def _give_up(self, entry: _Entry, error: str) -> None:
+        # SQS will hand the message out again when its visibility runs out: for a delete that is
+        # a duplicate, for a visibility change only a different delay. Nothing is lost.
+        self.counts["failed"] += 1
+        log.warning(
+            f"message.{entry.settlement.value}_failed",
+            message_id=entry.lease.message_id,
+            receive_count=entry.lease.receive_count,
+            error=error,
+        )
+        self._on_settled(entry.lease)

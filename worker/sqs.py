@@ -1,0 +1,252 @@
+"""The SQS side: clients, what a queue is configured with, and the batched calls the worker makes.
+
+Every call the worker makes to SQS goes through :class:`SqsQueue`, so that batching rules (ten
+entries a call), partial failures and, later, metrics live in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import botocore.exceptions
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from worker.config import Settings
+from worker.errors import StartupError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
+MAX_BATCH = 10  # SQS takes at most ten entries per batch call and returns at most ten messages
+_REGION_IN_URL = re.compile(r"^https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
+
+
+@dataclass(frozen=True, slots=True)
+class RedrivePolicy:
+    """Where SQS moves a message after ``max_receive_count`` receives."""
+
+    dead_letter_target_arn: str
+    max_receive_count: int
+
+    @property
+    def dlq_name(self) -> str:
+        """The DLQ's name, the last part of its ARN."""
+        return self.dead_letter_target_arn.rsplit(":", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """What the worker needs to know about its queue, read once at start-up."""
+
+    url: str
+    arn: str
+    region: str
+    visibility_timeout: int
+    fifo: bool
+    redrive: RedrivePolicy | None
+    dlq_url: str | None
+
+    @property
+    def name(self) -> str:
+        """The queue's name, the last part of its ARN."""
+        return self.arn.rsplit(":", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFailure:
+    """One entry of a batch call that SQS refused."""
+
+    code: str
+    message: str
+    sender_fault: bool
+
+
+def region_of(settings: Settings) -> str | None:
+    """The configured region, or the one an AWS queue URL names."""
+    if settings.region:
+        return settings.region
+    match = _REGION_IN_URL.match(settings.queue_url or "")
+    return match.group(1) if match else None
+
+
+def client_config(settings: Settings, *, pool: int = 10, max_attempts: int = 5) -> AioConfig:
+    """Client options: adaptive retries, and a read timeout longer than a long poll."""
+    return AioConfig(
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        connect_timeout=5,
+        read_timeout=settings.wait_time_seconds + 15,
+        max_pool_connections=pool,
+    )
+
+
+@asynccontextmanager
+async def open_sqs(
+    settings: Settings, *, pool: int = 10, max_attempts: int = 5
+) -> AsyncIterator[SQSClient]:
+    """An SQS client for the configured region and endpoint."""
+    session = get_session()
+    async with session.create_client(
+        "sqs",
+        region_name=region_of(settings),
+        endpoint_url=settings.endpoint_url,
+        config=client_config(settings, pool=pool, max_attempts=max_attempts),
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def open_sns(settings: Settings) -> AsyncIterator[SNSClient]:
+    """An SNS client for the configured region and endpoint."""
+    session = get_session()
+    async with session.create_client(
+        "sns",
+        region_name=region_of(settings),
+        endpoint_url=settings.endpoint_url,
+        config=client_config(settings),
+    ) as client:
+        yield client
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a client error, or the exception's type name."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line that says what went wrong talking to AWS."""
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return (
+            "no AWS credentials found "
+            "(set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role)"
+        )
+    if isinstance(exc, botocore.exceptions.NoRegionError):
+        return "no AWS region configured (set AWS_REGION or WORKER_REGION)"
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return f"cannot reach {exc.kwargs.get('endpoint_url', 'the endpoint')}"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'ClientError')}: {error.get('Message', str(exc))}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def queue_url_for(client: SQSClient, queue: str) -> str:
+    """The URL of a queue given by URL or by name."""
+    if queue.startswith(("http://", "https://")):
+        return queue
+    try:
+        response = await client.get_queue_url(QueueName=queue)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+            raise StartupError(f"queue {queue!r} does not exist") from None
+        raise
+    return response["QueueUrl"]
+
+
+def parse_redrive_policy(text: str | None) -> RedrivePolicy | None:
+    """The queue's RedrivePolicy attribute, or ``None`` if it has none."""
+    if not text:
+        return None
+    document = json.loads(text)
+    return RedrivePolicy(
+        dead_letter_target_arn=str(document["deadLetterTargetArn"]),
+        max_receive_count=int(document["maxReceiveCount"]),
+    )
+
+
+async def describe_queue(client: SQSClient, queue: str) -> QueueInfo:
+    """Read the queue's configuration and find its DLQ; raises :class:`StartupError`."""
+    url = await queue_url_for(client, queue)
+    try:
+        response = await client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+            raise StartupError(f"queue {url} does not exist") from None
+        raise
+    attributes = response.get("Attributes", {})
+    arn = attributes["QueueArn"]
+    redrive = parse_redrive_policy(attributes.get("RedrivePolicy"))
+    dlq_url = None
+    if redrive is not None:
+        try:
+            dlq_url = await queue_url_for(client, redrive.dlq_name)
+        except StartupError:
+            raise StartupError(
+                f"the DLQ {redrive.dead_letter_target_arn} named by the RedrivePolicy of {url} "
+                "does not exist"
+            ) from None
+    return QueueInfo(
+        url=url,
+        arn=arn,
+        region=arn.split(":")[3],
+        visibility_timeout=int(attributes.get("VisibilityTimeout", "30")),
+        fifo=attributes.get("FifoQueue") == "true",
+        redrive=redrive,
+        dlq_url=dlq_url,
+    )
+
+
+class SqsQueue:
+    """The calls the worker makes on its queue."""
+
+    def __init__(self, client: SQSClient, url: str) -> None:
+        self._client = client
+        self.url = url
+
+    async def receive(
+        self, max_messages: int, wait_seconds: int, visibility_timeout: int | None = None
+    ) -> Sequence[MessageTypeDef]:
+        """Long-poll for up to ``max_messages`` messages, with all their attributes."""
+        extra: dict[str, Any] = {}
+        if visibility_timeout is not None:
+            extra["VisibilityTimeout"] = visibility_timeout
+        response = await self._client.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_seconds,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+            **extra,
+        )
+        return response.get("Messages", [])
+
+    async def delete_batch(self, receipts: Mapping[str, str]) -> dict[str, EntryFailure]:
+        """Delete messages by receipt handle (at most ten, keyed by entry id)."""
+        response = await self._client.delete_message_batch(
+            QueueUrl=self.url,
+            Entries=[{"Id": key, "ReceiptHandle": handle} for key, handle in receipts.items()],
+        )
+        return _failures(response.get("Failed", []))
+
+    async def change_visibility_batch(
+        self, changes: Mapping[str, tuple[str, int]]
+    ) -> dict[str, EntryFailure]:
+        """Set the visibility timeout of messages (at most ten, keyed by entry id)."""
+        response = await self._client.change_message_visibility_batch(
+            QueueUrl=self.url,
+            Entries=[
+                {"Id": key, "ReceiptHandle": handle, "VisibilityTimeout": seconds}
+                for key, (handle, seconds) in changes.items()
+            ],
+        )
+        return _failures(response.get("Failed", []))
+
+
+def _failures(failed: Sequence[Mapping[str, Any]]) -> dict[str, EntryFailure]:
+    return {
+        str(entry["Id"]): EntryFailure(
+            code=str(entry.get("Code", "")),
+            message=str(entry.get("Message", "")),
+            sender_fault=bool(entry.get("SenderFault", False)),
+        )
+        for entry in failed
+    }

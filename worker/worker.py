@@ -1,0 +1,294 @@
+"""The worker: one path for every message, and the lifecycle around it.
+
+receive (pollers, as many messages as there are free slots) → run (the runner starts the handler
+at once) → extend (the lease keeper) → settle (the settler deletes or sets visibility, in
+batches). This module wires those parts to one queue, starts them, and stops them in order:
+
+1. stop receiving: idle pollers stop at once; an open long poll is let finish and what it returns
+   is released (visibility 0);
+2. let running handlers finish until ``WORKER_SHUTDOWN_TIMEOUT``, then cancel them and release
+   their messages;
+3. send every buffered delete and visibility change;
+4. stop extending.
+
+Redelivery is the only possible side effect of stopping; no message is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from worker.backoff import ExponentialBackoff, QueueTimeout, RetryDelay
+from worker.capacity import Capacity
+from worker.config import BackoffMode, HandlerType, Settings
+from worker.errors import ConfigurationError, StartupError
+from worker.handlers import Adapter, Handler, LambdaAdapter, MessageAdapter, load_handler
+from worker.invoke import Caller
+from worker.lease import Lease, LeaseKeeper
+from worker.poller import Poller
+from worker.runner import Runner
+from worker.settler import Settler
+from worker.sqs import QueueInfo, SqsQueue, describe_failure, describe_queue, open_sqs
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+log = structlog.get_logger("worker")
+
+# After the handlers' deadline, time still given to open long polls and buffered settlements.
+_SETTLE_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class Report:
+    """What a run did, for the final log line, the demo and tests."""
+
+    received: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    deleted: int = 0
+    retried: int = 0
+    released: int = 0
+    settle_failures: int = 0
+    extended: int = 0
+    interrupted: int = 0
+    stop_reason: str = ""
+    threads_left_running: int = 0
+
+
+class Worker:
+    """Consumes one queue with one handler until :meth:`stop`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: SQSClient,
+        info: QueueInfo,
+        adapter: Adapter,
+        caller: Caller,
+    ) -> None:
+        self.settings = settings
+        self.info = info
+        self._caller = caller
+        self.queue = SqsQueue(client, info.url)
+        self.visibility_timeout = settings.visibility_timeout or info.visibility_timeout
+        self.keeper = LeaseKeeper(self.queue, visibility_timeout=self.visibility_timeout)
+        self.settler = Settler(
+            self.queue, on_settled=self._settled, flush_delay=settings.settle_flush_seconds
+        )
+        self.capacity = Capacity(settings.concurrency)
+        self.retry_delay = self._retry_delay()
+        self.runner = Runner(
+            adapter,
+            keeper=self.keeper,
+            settler=self.settler,
+            capacity=self.capacity,
+            retry_delay=self.retry_delay,
+            budget=settings.max_processing_seconds,
+            batch_size=settings.batch_size_for_type,
+            queue_name=info.name,
+            log_bodies=settings.log_message_bodies,
+        )
+        self.pollers = [
+            Poller(
+                self.queue,
+                capacity=self.capacity,
+                runner=self.runner,
+                wait_seconds=settings.wait_time_seconds,
+                visibility_timeout=settings.visibility_timeout,
+            )
+            for _ in range(settings.poller_count)
+        ]
+        self._stop = asyncio.Event()
+        self.stop_reason = ""
+        self._last_activity = time.monotonic()
+
+    def _retry_delay(self) -> RetryDelay:
+        if self.settings.backoff is BackoffMode.OFF:
+            return QueueTimeout(self.visibility_timeout)
+        return ExponentialBackoff(
+            self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
+        )
+
+    def stop(self, reason: str) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            log.info(
+                "worker.stopping",
+                reason=reason,
+                in_flight=self.keeper.in_flight,
+                running=self.runner.running,
+                shutdown_timeout=self.settings.shutdown_timeout,
+            )
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a shutdown has begun."""
+        return self._stop.is_set()
+
+    def _settled(self, lease: Lease) -> None:
+        self.keeper.forget(lease)
+        self._last_activity = time.monotonic()
+
+    async def run(self) -> Report:
+        """Consume until stopped, then shut down in order; returns what was done."""
+        keeper = asyncio.create_task(self.keeper.run(), name="lease-keeper")
+        poll_tasks = [poller.start() for poller in self.pollers]
+        idle = None
+        if self.settings.exit_when_idle is not None:
+            idle = asyncio.create_task(self._watch_idle(self.settings.exit_when_idle))
+        try:
+            await self._stop.wait()
+        finally:
+            if idle is not None:
+                idle.cancel()
+            report = await self._shut_down(poll_tasks)
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        return report
+
+    async def _shut_down(self, poll_tasks: list[asyncio.Task[None]]) -> Report:
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        self.runner.close()
+        for poller in self.pollers:
+            poller.stop()
+        interrupted = await self.runner.drain(deadline)
+        # Open long polls end by themselves within WaitTimeSeconds; wait for them (they may carry
+        # messages to release) but not past the grace period.
+        _, pending = (
+            await asyncio.wait(
+                poll_tasks, timeout=max(0.0, deadline + _SETTLE_GRACE_SECONDS - time.monotonic())
+            )
+            if poll_tasks
+            else (set(), set())
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*poll_tasks, return_exceptions=True)
+        await self.settler.close()
+        self._caller.close()
+        report = self.report()
+        report.interrupted = interrupted
+        log.info("worker.stopped", **{k: v for k, v in vars(report).items() if v})
+        return report
+
+    def report(self) -> Report:
+        """The counts so far."""
+        counts = self.settler.counts
+        return Report(
+            received=self.runner.counts["received"],
+            succeeded=self.runner.counts["succeeded"],
+            failed=self.runner.counts["failed"],
+            failures={r.value: n for r, n in self.runner.failures.items() if n},
+            deleted=counts["deleted"],
+            retried=counts["retried"],
+            released=counts["released"],
+            settle_failures=counts["failed"],
+            extended=self.keeper.extended,
+            stop_reason=self.stop_reason,
+            threads_left_running=self._caller.abandoned,
+        )
+
+    async def _watch_idle(self, idle_seconds: float) -> None:
+        # A timer re-armed from the last arrival or settlement, not a polling loop.
+        while True:
+            last = max(self._last_activity, self.runner.last_arrival)
+            remaining = last + idle_seconds - time.monotonic()
+            if remaining <= 0 and self.keeper.in_flight == 0:
+                self.stop(f"idle for {idle_seconds:g}s")
+                return
+            await asyncio.sleep(remaining if remaining > 0 else idle_seconds)
+
+
+def build_adapter(
+    settings: Settings, info: QueueInfo, caller: Caller, function: Handler | None = None
+) -> Adapter:
+    """The adapter for the configured handler type, around ``function`` or the named one."""
+    if function is None:
+        if settings.handler is None:
+            raise ConfigurationError(["WORKER_HANDLER: required (package.module:function)"])
+        function = load_handler(settings.handler, settings.handler_path)
+    if settings.handler_type is HandlerType.LAMBDA:
+        return LambdaAdapter(
+            function,
+            caller,
+            queue_arn=info.arn,
+            region=info.region,
+            function_name=settings.function_name or info.name,
+            memory_limit_in_mb=settings.memory_limit_in_mb,
+            report_batch_item_failures=settings.report_batch_item_failures,
+        )
+    return MessageAdapter(function, caller, queue_url=info.url, envelope=settings.sns_envelope)
+
+
+def check_dead_letter_queue(settings: Settings, info: QueueInfo) -> None:
+    """Refuse a queue without a DLQ unless told to allow it; log where poison messages go."""
+    if info.redrive is None:
+        if not settings.allow_no_dlq:
+            raise StartupError(
+                f"queue {info.name} has no RedrivePolicy, so a poison message would be retried "
+                "until it expires; add a DLQ (worker provision) or set WORKER_ALLOW_NO_DLQ=true"
+            )
+        log.warning("worker.no_dlq", queue=info.name)
+        return
+    log.info(
+        "worker.dlq",
+        queue=info.name,
+        dlq=info.redrive.dlq_name,
+        max_receive_count=info.redrive.max_receive_count,
+    )
+
+
+async def connect(settings: Settings, client: SQSClient) -> QueueInfo:
+    """Read the queue's configuration, turning AWS errors into one-line start-up errors."""
+    if settings.queue is None:
+        raise ConfigurationError(["WORKER_QUEUE_URL or WORKER_QUEUE_NAME (--queue): required"])
+    try:
+        return await describe_queue(client, settings.queue)
+    except StartupError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- any failure here means we cannot start
+        raise StartupError(f"cannot read queue {settings.queue}: {describe_failure(exc)}") from None
+
+
+async def serve(
+    settings: Settings,
+    *,
+    handler: Handler | None = None,
+    on_started: Callable[[Worker], None] | None = None,
+) -> Report:
+    """Run the worker until it is stopped; the CLI's ``worker run``.
+
+    ``handler`` replaces the function named by ``WORKER_HANDLER`` (for embedding and tests);
+    ``on_started`` receives the worker once it consumes, so that the caller can stop it.
+    """
+    caller = Caller(max_threads=settings.concurrency)
+    async with open_sqs(settings, pool=settings.poller_count + 16) as client:
+        info = await connect(settings, client)
+        check_dead_letter_queue(settings, info)
+        adapter = build_adapter(settings, info, caller, handler)
+        worker = Worker(settings, client=client, info=info, adapter=adapter, caller=caller)
+        log.info(
+            "worker.started",
+            queue=info.name,
+            handler=settings.handler,
+            handler_type=settings.handler_type.value,
+            concurrency=settings.concurrency,
+            pollers=len(worker.pollers),
+            visibility_timeout=worker.visibility_timeout,
+            max_processing_seconds=settings.max_processing_seconds,
+            retry=repr(worker.retry_delay),
+        )
+        if on_started is not None:
+            on_started(worker)
+        return await worker.run()
