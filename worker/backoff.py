@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Protocol
 
@@ -29,7 +30,7 @@ class ExponentialBackoff:
     def seconds(self, receive_count: int) -> int:
         """Seconds until the message is visible again."""
         step = min(self.cap, self.base * (1 << max(0, min(receive_count - 1, 30))))
-        return round(step / 2 + self._rng.uniform(0, step / 2))
+        return min(round(step / 2 + self._rng.uniform(0, step / 2)), math.floor(self.cap))
 
     def __repr__(self) -> str:
         return f"ExponentialBackoff(base={self.base}, cap={self.cap})"

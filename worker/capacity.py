@@ -12,7 +12,11 @@ from collections import deque
 
 
 class Capacity:
-    """A counting semaphore whose ``acquire`` takes as many slots as are free, up to a limit."""
+    """A counting semaphore whose ``acquire`` takes as many slots as are free, up to a limit.
+
+    Waiters are served first come, first served: while anyone waits, a newcomer queues behind
+    them instead of taking a slot released for the waiter at the head.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -24,13 +28,21 @@ class Capacity:
         """Slots taken."""
         return self.limit - self._free
 
+    def _must_wait(self) -> bool:
+        return self._free <= 0 or any(not waiter.cancelled() for waiter in self._waiters)
+
     async def acquire(self, most: int) -> int:
         """Wait until a slot is free, then take up to ``most`` of the free ones."""
-        while self._free <= 0:
+        if self._must_wait():
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                while True:
+                    await waiter
+                    if self._free > 0:
+                        break
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._waiters.appendleft(waiter)  # keep our place at the head
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_next()  # it was our turn: hand the wake-up on
@@ -48,14 +60,13 @@ class Capacity:
         """Give back ``count`` slots."""
         if count <= 0:
             return
-        self._free += count
-        if self._free > self.limit:
+        if self._free + count > self.limit:
             raise RuntimeError("released more slots than were taken")
+        self._free += count
         self._wake_next()
 
     def _wake_next(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
                 return

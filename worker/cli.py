@@ -156,7 +156,7 @@ async def _run(settings: Settings, _: argparse.Namespace) -> int:
     report = await serve(settings, on_started=lambda worker: signals.attach(worker.stop))
     if report.threads_left_running:
         # Handler threads that never returned would keep the interpreter from exiting.
-        log.warning("worker.threads_abandoned", threads=report.threads_left_running)
+        log.warning("worker.threads_left_running", threads=report.threads_left_running)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

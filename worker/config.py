@@ -93,9 +93,8 @@ class Settings(BaseSettings):
     endpoint_url: str | None = None
     region: str | None = Field(
         default=None,
-        validation_alias=AliasChoices(
-            "region", "WORKER_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"
-        ),
+        # The field's own name still works in the file and in flags (populate_by_name).
+        validation_alias=AliasChoices("WORKER_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
     )
 
     # --- the handler ---

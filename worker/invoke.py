@@ -65,11 +65,17 @@ class Caller:
     def __init__(self, max_threads: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="handler")
         self._abandoned: set[asyncio.Future[Any]] = set()
+        self._threads: set[asyncio.Future[Any]] = set()
 
     @property
     def abandoned(self) -> int:
         """Handlers past their budget that are still running."""
         return len(self._abandoned)
+
+    @property
+    def threads_running(self) -> int:
+        """Plain-function handlers still running in their threads, abandoned or not."""
+        return len(self._threads)
 
     async def call(
         self, function: Callable[..., Any], args: tuple[Any, ...], *, deadline: float
@@ -83,10 +89,17 @@ class Caller:
             running = loop.run_in_executor(
                 self._executor, functools.partial(context.run, _guarded_sync, function, args)
             )
+            self._threads.add(running)
+            running.add_done_callback(self._threads.discard)
         try:
             done, _ = await asyncio.wait({running}, timeout=max(0.0, deadline - time.monotonic()))
         except asyncio.CancelledError:
-            running.cancel()  # shutdown ran out of time: stop a coroutine, orphan a thread
+            # Shutdown ran out of time: stop a coroutine; a thread cannot be stopped, so it is
+            # left to finish while the process exits.
+            if isinstance(running, asyncio.Task):
+                running.cancel()
+            else:
+                self._abandon(running)
             raise
         if done:
             return _result(running)

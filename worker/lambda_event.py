@@ -115,7 +115,7 @@ def failed_message_ids(
     failures = response.get("batchItemFailures")
     if failures is None:
         return set()
-    if not isinstance(failures, list):
+    if not isinstance(failures, list | tuple):  # json.dumps makes an array of either
         raise InvalidLambdaResponseError("batchItemFailures is not a list")
     known = set(message_ids)
     failed: set[str] = set()

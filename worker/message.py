@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,9 +22,10 @@ from worker.config import EnvelopeMode
 from worker.errors import MalformedMessageError
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NOTIFICATION_TYPE = re.compile(r'"Type"\s*:\s*"Notification"')
 _NOT_NOTIFICATIONS = frozenset({"SubscriptionConfirmation", "UnsubscribeConfirmation"})
-_ATTRIBUTE_TYPES = ("String", "Number", "Binary")
-_SNS_ATTRIBUTE_TYPES = ("String", "String.Array", "Number", "Binary")
+_ATTRIBUTE_TYPES = frozenset({"String", "Number", "Binary"})  # SQS allows custom suffixes
+_SNS_ATTRIBUTE_TYPES = frozenset({"String", "String.Array", "Number", "Binary"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +150,14 @@ def parse_message(raw: Mapping[str, Any], *, queue_url: str, envelope: EnvelopeM
 
 
 def _looks_like_notification(body: str) -> bool:
-    # A cheap test first: most bodies are not envelopes and must not pay for a JSON parse.
-    return body[:1] == "{" and '"TopicArn"' in body and '"Type"' in body
+    # Cheap tests first: most bodies are not envelopes and must not pay for a JSON parse. Either
+    # marker is enough, so that an envelope truncated before one of them is still recognised
+    # (and failed as malformed) rather than handed over as a payload.
+    if body[:1] != "{":
+        return False
+    if '"TopicArn"' in body:
+        return True
+    return '"Notification"' in body and _NOTIFICATION_TYPE.search(body) is not None
 
 
 def _envelope_of(body: str, mode: EnvelopeMode) -> dict[str, Any] | None:
@@ -164,7 +172,7 @@ def _envelope_of(body: str, mode: EnvelopeMode) -> dict[str, Any] | None:
     kind = document.get("Type") if isinstance(document, dict) else None
     if kind == "Notification":
         return document  # type: ignore[no-any-return]  # a dict, checked above
-    if kind in _NOT_NOTIFICATIONS:
+    if isinstance(kind, str) and kind in _NOT_NOTIFICATIONS:
         raise MalformedMessageError(
             f"SNS {kind} is not a notification; confirm or remove the subscription"
         )
@@ -210,7 +218,7 @@ def _read_sns_attributes(attributes: Any) -> Mapping[str, MessageAttribute]:
         if not isinstance(attribute, dict):
             raise MalformedMessageError(f"SNS message attribute {name!r} is not an object")
         kind, value = attribute.get("Type"), attribute.get("Value")
-        if not isinstance(kind, str) or not kind.startswith(_SNS_ATTRIBUTE_TYPES):
+        if not isinstance(kind, str) or kind not in _SNS_ATTRIBUTE_TYPES:
             raise MalformedMessageError(f"SNS message attribute {name!r} has type {kind!r}")
         if not isinstance(value, str):
             raise MalformedMessageError(f"SNS message attribute {name!r} has no text value")
@@ -233,7 +241,7 @@ def _read_sqs_attributes(attributes: Any) -> Mapping[str, MessageAttribute]:
     result: dict[str, MessageAttribute] = {}
     for name, attribute in attributes.items():
         kind = attribute.get("DataType")
-        if not isinstance(kind, str) or not kind.startswith(_ATTRIBUTE_TYPES):
+        if not isinstance(kind, str) or kind.split(".", 1)[0] not in _ATTRIBUTE_TYPES:
             raise MalformedMessageError(f"message attribute {name!r} has type {kind!r}")
         value = (
             attribute.get("BinaryValue")

@@ -10,6 +10,7 @@ the message comes back from SQS: a duplicate, never a loss.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
@@ -59,7 +60,11 @@ class _Channel:
         if len(self._pending) >= MAX_BATCH:
             self.flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+            # A fresh context: the timer and the send must not carry the log context of
+            # whichever message happened to be settled first.
+            self._timer = asyncio.get_running_loop().call_later(
+                self._delay, self.flush, context=contextvars.Context()
+            )
 
     def flush(self) -> None:
         if self._timer is not None:
@@ -67,7 +72,9 @@ class _Channel:
             self._timer = None
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            task = asyncio.get_running_loop().create_task(self._send(batch))
+            task = asyncio.get_running_loop().create_task(
+                self._send(batch), context=contextvars.Context()
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -84,12 +91,14 @@ class Settler:
         self,
         queue: SqsQueue,
         *,
+        queue_name: str,
         on_settled: Callable[[Lease], None],
         flush_delay: float = 0.05,
         max_attempts: int = 4,
         max_concurrent_calls: int = 8,
     ) -> None:
         self._queue = queue
+        self._log = log.bind(queue=queue_name)
         self._on_settled = on_settled
         self._max_attempts = max_attempts
         self._calls = asyncio.Semaphore(max_concurrent_calls)
@@ -157,7 +166,9 @@ class Settler:
                     for entry in entries:
                         self._give_up(entry, describe_failure(exc))
                     return
-                log.warning("sqs.settle_retrying", error=describe_failure(exc), attempt=attempt)
+                self._log.warning(
+                    "sqs.settle_retrying", error=describe_failure(exc), attempt=attempt
+                )
             else:
                 retry = []
                 for index, entry in enumerate(entries):
@@ -177,10 +188,12 @@ class Settler:
         lease = entry.lease
         if entry.settlement is Settlement.DELETE:
             self.counts["deleted"] += 1
-            log.debug("message.deleted", message_id=lease.message_id)
+            self._log.debug(
+                "message.deleted", message_id=lease.message_id, receive_count=lease.receive_count
+            )
         elif entry.settlement is Settlement.RETRY:
             self.counts["retried"] += 1
-            log.info(
+            self._log.info(
                 "message.retry_scheduled",
                 message_id=lease.message_id,
                 receive_count=lease.receive_count,
@@ -188,7 +201,7 @@ class Settler:
             )
         else:
             self.counts["released"] += 1
-            log.info(
+            self._log.info(
                 "message.released", message_id=lease.message_id, receive_count=lease.receive_count
             )
         self._on_settled(lease)
@@ -197,7 +210,7 @@ class Settler:
         # SQS will hand the message out again when its visibility runs out: for a delete that is
         # a duplicate, for a visibility change only a different delay. Nothing is lost.
         self.counts["failed"] += 1
-        log.warning(
+        self._log.warning(
             f"message.{entry.settlement.value}_failed",
             message_id=entry.lease.message_id,
             receive_count=entry.lease.receive_count,

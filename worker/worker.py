@@ -82,7 +82,10 @@ class Worker:
         self.visibility_timeout = settings.visibility_timeout or info.visibility_timeout
         self.keeper = LeaseKeeper(self.queue, visibility_timeout=self.visibility_timeout)
         self.settler = Settler(
-            self.queue, on_settled=self._settled, flush_delay=settings.settle_flush_seconds
+            self.queue,
+            queue_name=info.name,
+            on_settled=self._settled,
+            flush_delay=settings.settle_flush_seconds,
         )
         self.capacity = Capacity(settings.concurrency)
         self.retry_delay = self._retry_delay()
@@ -196,7 +199,7 @@ class Worker:
             settle_failures=counts["failed"],
             extended=self.keeper.extended,
             stop_reason=self.stop_reason,
-            threads_left_running=self._caller.abandoned,
+            threads_left_running=self._caller.threads_running,
         )
 
     async def _watch_idle(self, idle_seconds: float) -> None:

@@ -1,0 +1,189 @@
+"""Handler slots: take what is free up to a limit, wait when none are, wake waiters in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from worker.capacity import Capacity
+
+
+async def run_ready_tasks() -> None:
+    """Let every task that can run reach its next wait."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def waiting(capacity: Capacity, most: int = 1) -> asyncio.Task[int]:
+    """An ``acquire`` task, run until it waits for a slot."""
+    task = asyncio.create_task(capacity.acquire(most))
+    await run_ready_tasks()
+    assert not task.done(), "expected acquire to wait"
+    return task
+
+
+class TestAcquire:
+    """``acquire`` takes up to ``most`` of the free slots, at once while any are free."""
+
+    async def test_takes_what_it_asks_for(self) -> None:
+        capacity = Capacity(10)
+        assert await capacity.acquire(3) == 3
+        assert capacity.in_use == 3
+
+    async def test_takes_no_more_than_are_free(self) -> None:
+        capacity = Capacity(5)
+        assert await capacity.acquire(3) == 3
+        assert await capacity.acquire(3) == 2
+        assert capacity.in_use == 5
+
+    async def test_takes_at_most_the_limit(self) -> None:
+        capacity = Capacity(4)
+        assert await capacity.acquire(100) == 4
+
+    async def test_waits_when_none_are_free(self) -> None:
+        capacity = Capacity(1)
+        await capacity.acquire(1)
+        task = await waiting(capacity)
+        capacity.release()
+        assert await asyncio.wait_for(task, timeout=1) == 1
+        assert capacity.in_use == 1
+
+    async def test_woken_waiter_takes_up_to_most_of_the_released_slots(self) -> None:
+        capacity = Capacity(5)
+        await capacity.acquire(5)
+        task = await waiting(capacity, most=4)
+        capacity.release(3)
+        assert await asyncio.wait_for(task, timeout=1) == 3
+        assert capacity.in_use == 5
+
+    async def test_slots_left_over_wake_the_next_waiter(self) -> None:
+        capacity = Capacity(3)
+        await capacity.acquire(3)
+        first = await waiting(capacity, most=1)
+        second = await waiting(capacity, most=5)
+        capacity.release(3)
+        assert await asyncio.wait_for(first, timeout=1) == 1
+        assert await asyncio.wait_for(second, timeout=1) == 2
+        assert capacity.in_use == 3
+
+
+class TestOrder:
+    """Waiters are served first come, first served."""
+
+    async def test_woken_in_fifo_order(self) -> None:
+        capacity = Capacity(1)
+        await capacity.acquire(1)
+        tasks = [await waiting(capacity) for _ in range(3)]
+        served: list[int] = []
+        for _ in tasks:
+            capacity.release()
+            await run_ready_tasks()
+            served.extend(i for i, task in enumerate(tasks) if task.done() and i not in served)
+        assert served == [0, 1, 2]
+        assert [task.result() for task in tasks] == [1, 1, 1]
+
+    async def test_one_release_wakes_one_waiter(self) -> None:
+        capacity = Capacity(1)
+        await capacity.acquire(1)
+        first, second = await waiting(capacity), await waiting(capacity)
+        capacity.release()
+        await run_ready_tasks()
+        assert first.done()
+        assert not second.done()
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+
+    async def test_newcomer_does_not_overtake_a_woken_waiter(self) -> None:
+        capacity = Capacity(1)
+        await capacity.acquire(1)
+        first, second = await waiting(capacity), await waiting(capacity)
+        newcomer = asyncio.create_task(capacity.acquire(1))  # scheduled, has not run yet
+        capacity.release()  # meant for `first`, but `newcomer` runs before `first` resumes
+        await run_ready_tasks()
+        capacity.release()
+        await run_ready_tasks()
+        # Two slots were released to three contenders: the two that waited first get them.
+        assert first.done()
+        assert second.done()
+        assert not newcomer.done()
+        newcomer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await newcomer
+
+
+class TestCancellation:
+    """A cancelled waiter neither takes a slot nor swallows a wake-up."""
+
+    async def test_cancelled_while_waiting(self) -> None:
+        capacity = Capacity(1)
+        await capacity.acquire(1)
+        cancelled, other = await waiting(capacity), await waiting(capacity)
+        cancelled.cancel()
+        await run_ready_tasks()
+        capacity.release()
+        assert await asyncio.wait_for(other, timeout=1) == 1
+        assert cancelled.cancelled()
+        assert capacity.in_use == 1
+
+    async def test_cancelled_after_its_wake_up_hands_it_on(self) -> None:
+        capacity = Capacity(1)
+        await capacity.acquire(1)
+        woken, other = await waiting(capacity), await waiting(capacity)
+        capacity.release()  # wakes `woken`, which is cancelled before it can run
+        woken.cancel()
+        assert await asyncio.wait_for(other, timeout=1) == 1
+        assert woken.cancelled()
+        assert capacity.in_use == 1
+
+    async def test_cancelled_after_its_wake_up_with_no_one_waiting(self) -> None:
+        capacity = Capacity(1)
+        await capacity.acquire(1)
+        woken = await waiting(capacity)
+        capacity.release()
+        woken.cancel()
+        await run_ready_tasks()
+        assert woken.cancelled()
+        assert capacity.in_use == 0
+        assert await capacity.acquire(1) == 1
+
+
+class TestRelease:
+    """``release`` gives slots back, and never more than were taken."""
+
+    async def test_in_use_accounting(self) -> None:
+        capacity = Capacity(10)
+        assert capacity.in_use == 0
+        taken = await capacity.acquire(7)
+        assert capacity.in_use == 7
+        capacity.release(2)
+        assert capacity.in_use == 5
+        capacity.release(taken - 2)
+        assert capacity.in_use == 0
+        assert capacity.limit == 10
+
+    async def test_release_nothing_is_a_no_op(self) -> None:
+        capacity = Capacity(2)
+        await capacity.acquire(1)
+        capacity.release(0)
+        capacity.release(-3)
+        assert capacity.in_use == 1
+
+    def test_release_beyond_the_limit_raises(self) -> None:
+        capacity = Capacity(2)
+        with pytest.raises(RuntimeError, match="released more slots than were taken"):
+            capacity.release()
+
+    async def test_release_more_than_taken_raises(self) -> None:
+        capacity = Capacity(3)
+        await capacity.acquire(2)
+        with pytest.raises(RuntimeError, match="released more slots than were taken"):
+            capacity.release(3)
+
+    async def test_rejected_release_leaves_the_count_alone(self) -> None:
+        capacity = Capacity(3)
+        await capacity.acquire(2)
+        with pytest.raises(RuntimeError):
+            capacity.release(3)
+        assert capacity.in_use == 2
