@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test lint typecheck unit demo clean
+.PHONY: all test lint typecheck unit demo bench clean
 
 all: test
 
@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests
-	$(BIN)/ruff format --check worker tests
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff format --check worker tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -32,6 +32,10 @@ test: lint typecheck unit
 ## The README's demo command: the main job on an embedded moto server.
 demo: $(STAMP)
 	$(BIN)/worker demo
+
+## Figures, not tests: throughput against concurrency, next to the broker's ceiling.
+bench: $(STAMP)
+	$(BIN)/python -m bench.concurrency
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

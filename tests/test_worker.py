@@ -20,6 +20,7 @@ from tests.support import (
     send,
 )
 from worker import Message, NonRetryableError
+from worker.sqs import open_sqs
 
 
 class Recorder:
@@ -289,3 +290,54 @@ class TestIdleExit:
         assert sorted(recorder.bodies) == ["a", "b"]
         assert report.stop_reason == "idle for 1.5s"
         assert time.monotonic() - started < 10
+
+
+class TestLostMessages:
+    """A message that disappears while it is being handled is counted, and harms nothing."""
+
+    async def test_extension_of_a_deleted_message_fails_and_is_counted(
+        self, moto_endpoint: str
+    ) -> None:
+        queues = await make_queues(moto_endpoint, visibility_timeout=2)
+        handled: list[str] = []
+
+        async def deletes_itself(message: Message) -> None:
+            if message.body == "vanishes":
+                # Someone else (an operator, a purge) removes the message mid-flight.
+                async with open_sqs(queues.settings()) as sqs:
+                    await sqs.delete_message(
+                        QueueUrl=queues.queue_url, ReceiptHandle=message.receipt_handle
+                    )
+                await asyncio.sleep(3)  # past the point where the keeper must extend
+            handled.append(message.body)
+
+        await send(queues, "vanishes")
+        async with running_worker(queues.settings(), deletes_itself) as running:
+            await eventually(lambda: handled == ["vanishes"])
+            await send(queues, "next")
+            await eventually(lambda: handled == ["vanishes", "next"])
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        assert running.report.extension_failures == 1
+        assert running.report.succeeded == 2
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
+
+class TestBackoffOff:
+    """``WORKER_BACKOFF=off`` leaves a failed message invisible for the queue's own timeout."""
+
+    async def test_failed_message_returns_after_the_visibility_timeout(
+        self, moto_endpoint: str
+    ) -> None:
+        queues = await make_queues(moto_endpoint, visibility_timeout=3)
+        seen: list[float] = []
+
+        async def fails_once(message: Message) -> None:
+            seen.append(time.monotonic())
+            if message.receive_count == 1:
+                raise RuntimeError("transient")
+
+        await send(queues, "x")
+        async with running_worker(queues.settings(backoff="off"), fails_once) as running:
+            await eventually(lambda: len(seen) == 2)
+        assert seen[1] - seen[0] >= 2.5
+        assert running.report.retried == 1

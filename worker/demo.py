@@ -150,7 +150,7 @@ def summarise(report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO) ->
     out.write(
         f"\nSNS topic → SQS queue (visibility {VISIBILITY_SECONDS} s, maxReceiveCount "
         f"{MAX_RECEIVES}) → DLQ, on an embedded moto server\n\n"
-        f"{'event':<12} {'deliveries':>10}  {'result':<42} note\n"
+        f"{'event':<12} {'deliveries':>10}  {'result':<52} note\n"
     )
     all_ok = True
     for sample in SAMPLES:
@@ -158,7 +158,7 @@ def summarise(report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO) ->
         all_ok &= ok
         mark = "" if ok else "   <-- unexpected"
         out.write(
-            f"{sample.label:<12} {ledger.deliveries[sample.label]:>10}  {verdict:<42} "
+            f"{sample.label:<12} {ledger.deliveries[sample.label]:>10}  {verdict:<52} "
             f"{sample.note}{mark}\n"
         )
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(report.failures.items()))

@@ -72,9 +72,11 @@ class LeaseKeeper:
         queue: SqsQueue,
         *,
         visibility_timeout: int,
+        queue_name: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._queue = queue
+        self._log = log.bind(queue=queue_name)
         self.visibility_timeout = visibility_timeout
         # Extend when half the timeout is left (at most a minute before expiry): time enough for
         # a retried call, and rare enough to cost little.
@@ -154,7 +156,9 @@ class LeaseKeeper:
         try:
             failures = await self._queue.change_visibility_batch(changes)
         except Exception as exc:  # noqa: BLE001 -- any failure to reach SQS is retried shortly
-            log.warning("sqs.extend_failed", error=describe_failure(exc), messages=len(changes))
+            self._log.warning(
+                "sqs.extend_failed", error=describe_failure(exc), messages=len(changes)
+            )
             self.extension_failures += len(changes)
             return False
         for key, (_, seconds) in changes.items():
@@ -163,7 +167,12 @@ class LeaseKeeper:
             if failure is None:
                 lease.visible_at = started + seconds
                 self.extended += 1
-                log.debug("message.extended", message_id=lease.message_id, seconds=seconds)
+                self._log.debug(
+                    "message.extended",
+                    message_id=lease.message_id,
+                    receive_count=lease.receive_count,
+                    seconds=seconds,
+                )
             else:
                 self._record_failure(lease, failure)
         # An entry SQS failed on its side is retried shortly, like a failed call.
@@ -175,7 +184,7 @@ class LeaseKeeper:
             # The receipt handle is no longer valid: the message was deleted, or its visibility
             # ran out and SQS handed it to someone else. Nothing more can be done for it here.
             lease.lost = True
-        log.warning(
+        self._log.warning(
             "message.extension_failed",
             message_id=lease.message_id,
             receive_count=lease.receive_count,

@@ -58,6 +58,7 @@ class Report:
     released: int = 0
     settle_failures: int = 0
     extended: int = 0
+    extension_failures: int = 0
     interrupted: int = 0
     stop_reason: str = ""
     threads_left_running: int = 0
@@ -80,7 +81,9 @@ class Worker:
         self._caller = caller
         self.queue = SqsQueue(client, info.url)
         self.visibility_timeout = settings.visibility_timeout or info.visibility_timeout
-        self.keeper = LeaseKeeper(self.queue, visibility_timeout=self.visibility_timeout)
+        self.keeper = LeaseKeeper(
+            self.queue, visibility_timeout=self.visibility_timeout, queue_name=info.name
+        )
         self.settler = Settler(
             self.queue,
             queue_name=info.name,
@@ -198,6 +201,7 @@ class Worker:
             released=counts["released"],
             settle_failures=counts["failed"],
             extended=self.keeper.extended,
+            extension_failures=self.keeper.extension_failures,
             stop_reason=self.stop_reason,
             threads_left_running=self._caller.threads_running,
         )
