@@ -115,6 +115,7 @@ async def one_round(endpoint: str, concurrency: int, messages: int, sleep: float
             "wait_time_seconds": 1,
             "exit_when_idle": 1.0,
             "log_level": "warning",
+            "http_port": 0,
         }
     )
     await serve(run, handler=handler)

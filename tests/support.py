@@ -51,6 +51,7 @@ class Queues:
             "backoff_max_seconds": 0.1,
             "shutdown_timeout": 5.0,
             "settle_flush_seconds": 0.02,
+            "http_port": 0,  # any free port: tests never collide on 8080
             **overrides,
         }
         return Settings(**values)

@@ -62,6 +62,7 @@ def worker_env(tmp_path: Path, **variables: str) -> dict[str, str]:
         TEST_MARKERS=str(tmp_path),
         WORKER_LOG_FORMAT="json",
         WORKER_LOG_LEVEL="debug",
+        WORKER_HTTP_PORT="0",
         AWS_REGION=REGION,
         **variables,
     )

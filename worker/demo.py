@@ -108,6 +108,7 @@ def demo_settings(settings: Settings, endpoint_url: str) -> Settings:
             "backoff_max_seconds": 2.0,
             "exit_when_idle": 5.0,
             "shutdown_timeout": 10.0,
+            "http_port": 0,  # the demo must not depend on 8080 being free
         }
     )
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from worker.config import SQS_MAX_VISIBILITY_SECONDS
+from worker.metrics import Metrics
 from worker.sqs import MAX_BATCH, EntryFailure, SqsQueue, describe_failure
 
 if TYPE_CHECKING:
@@ -72,10 +73,12 @@ class LeaseKeeper:
         queue: SqsQueue,
         *,
         visibility_timeout: int,
+        metrics: Metrics,
         queue_name: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._queue = queue
+        self._metrics = metrics
         self._log = log.bind(queue=queue_name)
         self.visibility_timeout = visibility_timeout
         # Extend when half the timeout is left (at most a minute before expiry): time enough for
@@ -160,6 +163,7 @@ class LeaseKeeper:
                 "sqs.extend_failed", error=describe_failure(exc), messages=len(changes)
             )
             self.extension_failures += len(changes)
+            self._metrics.extension_failures.inc(len(changes))
             return False
         for key, (_, seconds) in changes.items():
             lease = leases[int(key)]
@@ -167,6 +171,7 @@ class LeaseKeeper:
             if failure is None:
                 lease.visible_at = started + seconds
                 self.extended += 1
+                self._metrics.extensions.inc()
                 self._log.debug(
                     "message.extended",
                     message_id=lease.message_id,
@@ -180,6 +185,7 @@ class LeaseKeeper:
 
     def _record_failure(self, lease: Lease, failure: EntryFailure) -> None:
         self.extension_failures += 1
+        self._metrics.extension_failures.inc()
         if failure.sender_fault:
             # The receipt handle is no longer valid: the message was deleted, or its visibility
             # ran out and SQS handed it to someone else. Nothing more can be done for it here.

@@ -20,6 +20,7 @@ from worker.backoff import RetryDelay
 from worker.capacity import Capacity
 from worker.handlers import Adapter, Invocation
 from worker.lease import Lease, LeaseKeeper
+from worker.metrics import Metrics
 from worker.outcome import Failure, FailureReason, Outcome
 from worker.settler import Settler
 
@@ -39,6 +40,7 @@ class Runner:
         keeper: LeaseKeeper,
         settler: Settler,
         capacity: Capacity,
+        metrics: Metrics,
         retry_delay: RetryDelay,
         budget: float,
         batch_size: int,
@@ -49,6 +51,7 @@ class Runner:
         self._keeper = keeper
         self._settler = settler
         self._capacity = capacity
+        self._metrics = metrics
         self._retry_delay = retry_delay
         self._budget = budget
         self.batch_size = batch_size
@@ -77,10 +80,18 @@ class Runner:
         if leases:
             self.last_arrival = received_at
             self.counts["received"] += len(leases)
+            self._metrics.received.inc(len(leases))
+            for lease in leases:
+                log.debug(
+                    "message.received",
+                    queue=self._queue_name,
+                    message_id=lease.message_id,
+                    receive_count=lease.receive_count,
+                )
         if self._closed:
             # Shutting down: a long poll that was already open returned these. Give them back.
             for lease in leases:
-                self._settler.release(lease)
+                self._settler.release(lease, reason="shutdown")
             self._capacity.release(len(batches))
             return
         loop = asyncio.get_running_loop()
@@ -121,8 +132,13 @@ class Runner:
     async def _invoke(self, batch: list[Lease]) -> Invocation:
         started = time.monotonic()
         deadline = started + self._budget
+        now = time.time()
         for lease in batch:
             lease.deadline = deadline
+            self._metrics.receive_count.observe(lease.receive_count)
+            sent = (lease.raw.get("Attributes") or {}).get("SentTimestamp")
+            if sent is not None:
+                self._metrics.message_age.observe(max(0.0, now - int(sent) / 1000))
         first = batch[0]
         context: dict[str, Any] = {"queue": self._queue_name}
         if len(batch) == 1:
@@ -135,12 +151,15 @@ class Runner:
             except asyncio.CancelledError:
                 # Shutdown ran out of time: the handler was interrupted, not at fault.
                 for lease in batch:
-                    self._settler.release(lease)
+                    self._settler.release(lease, reason="shutdown")
                 raise
             except Exception as exc:
                 log.exception("worker.adapter_error")
                 invocation = Invocation([Failure.from_exception(exc)] * len(batch))
             duration = time.monotonic() - started
+            self._metrics.handler_duration.labels(
+                self._queue_name, _outcome_label(invocation.outcomes)
+            ).observe(duration)
             for lease, outcome in zip(batch, invocation.outcomes, strict=True):
                 self._settle(lease, outcome, duration, in_batch=len(batch) > 1)
         return invocation
@@ -153,11 +172,13 @@ class Runner:
             extra.update(message_id=lease.message_id, receive_count=lease.receive_count)
         if outcome is None:
             self.counts["succeeded"] += 1
+            self._metrics.succeeded.inc()
             log.debug("message.succeeded", duration_seconds=round(duration, 6), **extra)
             self._settler.delete(lease)
             return
         self.counts["failed"] += 1
         self.failures[outcome.reason] += 1
+        self._metrics.failed[outcome.reason].inc()
         fields: dict[str, Any] = {
             "reason": outcome.reason.value,
             "error_type": outcome.error_type,
@@ -167,8 +188,18 @@ class Runner:
         }
         if outcome.reason is FailureReason.NON_RETRYABLE:
             log.warning("message.failed", retry_in_seconds=0, **fields)
-            self._settler.release(lease)
+            self._settler.release(lease, reason="non_retryable")
         else:
             delay = self._retry_delay.seconds(lease.receive_count)
             log.warning("message.failed", retry_in_seconds=delay, **fields)
             self._settler.retry(lease, delay)
+
+
+def _outcome_label(outcomes: Sequence[Outcome]) -> str:
+    """One label per call: ``success``, a failure reason, or ``partial`` for a mixed batch."""
+    failures = [outcome for outcome in outcomes if outcome is not None]
+    if not failures:
+        return "success"
+    if len(failures) < len(outcomes):
+        return "partial"
+    return failures[0].reason.value

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from worker.lease import Lease
+from worker.metrics import Metrics
 from worker.sqs import MAX_BATCH, EntryFailure, SqsQueue, describe_failure
 
 log = structlog.get_logger("worker.settler")
@@ -37,6 +38,7 @@ class _Entry:
     lease: Lease
     settlement: Settlement
     seconds: int = 0
+    reason: str = ""  # why a release: "shutdown" or "non_retryable"
 
 
 class _Channel:
@@ -92,6 +94,7 @@ class Settler:
         queue: SqsQueue,
         *,
         queue_name: str,
+        metrics: Metrics,
         on_settled: Callable[[Lease], None],
         flush_delay: float = 0.05,
         max_attempts: int = 4,
@@ -99,6 +102,7 @@ class Settler:
     ) -> None:
         self._queue = queue
         self._log = log.bind(queue=queue_name)
+        self._metrics = metrics
         self._on_settled = on_settled
         self._max_attempts = max_attempts
         self._calls = asyncio.Semaphore(max_concurrent_calls)
@@ -126,10 +130,10 @@ class Settler:
         lease.settling = True
         self._changes.put(_Entry(lease, Settlement.RETRY, seconds))
 
-    def release(self, lease: Lease) -> None:
-        """Give the message back to the queue now."""
+    def release(self, lease: Lease, *, reason: str) -> None:
+        """Give the message back to the queue now (``reason``: shutdown, non_retryable)."""
         lease.settling = True
-        self._changes.put(_Entry(lease, Settlement.RELEASE, 0))
+        self._changes.put(_Entry(lease, Settlement.RELEASE, 0, reason))
 
     async def close(self) -> None:
         """Send everything buffered and wait for the calls in flight."""
@@ -188,11 +192,13 @@ class Settler:
         lease = entry.lease
         if entry.settlement is Settlement.DELETE:
             self.counts["deleted"] += 1
+            self._metrics.deleted.inc()
             self._log.debug(
                 "message.deleted", message_id=lease.message_id, receive_count=lease.receive_count
             )
         elif entry.settlement is Settlement.RETRY:
             self.counts["retried"] += 1
+            self._metrics.retried.inc()
             self._log.info(
                 "message.retry_scheduled",
                 message_id=lease.message_id,
@@ -201,8 +207,15 @@ class Settler:
             )
         else:
             self.counts["released"] += 1
+            if entry.reason == "shutdown":
+                self._metrics.released_on_shutdown.inc()
+            else:
+                self._metrics.released_non_retryable.inc()
             self._log.info(
-                "message.released", message_id=lease.message_id, receive_count=lease.receive_count
+                "message.released",
+                message_id=lease.message_id,
+                receive_count=lease.receive_count,
+                reason=entry.reason,
             )
         self._on_settled(lease)
 
@@ -210,6 +223,7 @@ class Settler:
         # SQS will hand the message out again when its visibility runs out: for a delete that is
         # a duplicate, for a visibility change only a different delay. Nothing is lost.
         self.counts["failed"] += 1
+        self._metrics.settle_failures.labels(self._metrics.queue, entry.settlement.value).inc()
         self._log.warning(
             f"message.{entry.settlement.value}_failed",
             message_id=entry.lease.message_id,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import botocore.exceptions
 from aiobotocore.config import AioConfig
@@ -23,7 +24,12 @@ from worker.errors import StartupError
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.literals import QueueAttributeNameType
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
+    from worker.metrics import Metrics
+
+_Response = TypeVar("_Response", bound=Mapping[str, Any])
 
 MAX_BATCH = 10  # SQS takes at most ten entries per batch call and returns at most ten messages
 _REGION_IN_URL = re.compile(r"^https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
@@ -196,11 +202,30 @@ async def describe_queue(client: SQSClient, queue: str) -> QueueInfo:
 
 
 class SqsQueue:
-    """The calls the worker makes on its queue."""
+    """The calls the worker makes on one queue, each timed and counted in the metrics."""
 
-    def __init__(self, client: SQSClient, url: str) -> None:
+    def __init__(self, client: SQSClient, url: str, metrics: Metrics | None = None) -> None:
         self._client = client
         self.url = url
+        self._metrics = metrics
+
+    async def _call(self, operation: str, call: Awaitable[_Response]) -> _Response:
+        started = time.monotonic()
+        try:
+            response = await call
+        except Exception as exc:
+            if self._metrics is not None:
+                retries = 0
+                if isinstance(exc, botocore.exceptions.ClientError):
+                    retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+                self._metrics.sqs_call(
+                    operation, error_code(exc), time.monotonic() - started, retries
+                )
+            raise
+        if self._metrics is not None:
+            retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+            self._metrics.sqs_call(operation, "success", time.monotonic() - started, retries)
+        return response
 
     async def receive(
         self, max_messages: int, wait_seconds: int, visibility_timeout: int | None = None
@@ -209,44 +234,69 @@ class SqsQueue:
         extra: dict[str, Any] = {}
         if visibility_timeout is not None:
             extra["VisibilityTimeout"] = visibility_timeout
-        response = await self._client.receive_message(
-            QueueUrl=self.url,
-            MaxNumberOfMessages=max_messages,
-            WaitTimeSeconds=wait_seconds,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-            **extra,
+        response = await self._call(
+            "ReceiveMessage",
+            self._client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+                **extra,
+            ),
         )
-        return response.get("Messages", [])
+        messages = response.get("Messages", [])
+        if not messages and self._metrics is not None:
+            self._metrics.empty_receives.inc()
+        return messages
 
     async def delete_batch(self, receipts: Mapping[str, str]) -> dict[str, EntryFailure]:
         """Delete messages by receipt handle (at most ten, keyed by entry id)."""
-        response = await self._client.delete_message_batch(
-            QueueUrl=self.url,
-            Entries=[{"Id": key, "ReceiptHandle": handle} for key, handle in receipts.items()],
+        response = await self._call(
+            "DeleteMessageBatch",
+            self._client.delete_message_batch(
+                QueueUrl=self.url,
+                Entries=[{"Id": key, "ReceiptHandle": handle} for key, handle in receipts.items()],
+            ),
         )
-        return _failures(response.get("Failed", []))
+        return self._failures("DeleteMessageBatch", response.get("Failed", []))
 
     async def change_visibility_batch(
         self, changes: Mapping[str, tuple[str, int]]
     ) -> dict[str, EntryFailure]:
         """Set the visibility timeout of messages (at most ten, keyed by entry id)."""
-        response = await self._client.change_message_visibility_batch(
-            QueueUrl=self.url,
-            Entries=[
-                {"Id": key, "ReceiptHandle": handle, "VisibilityTimeout": seconds}
-                for key, (handle, seconds) in changes.items()
-            ],
+        response = await self._call(
+            "ChangeMessageVisibilityBatch",
+            self._client.change_message_visibility_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": key, "ReceiptHandle": handle, "VisibilityTimeout": seconds}
+                    for key, (handle, seconds) in changes.items()
+                ],
+            ),
         )
-        return _failures(response.get("Failed", []))
+        return self._failures("ChangeMessageVisibilityBatch", response.get("Failed", []))
 
-
-def _failures(failed: Sequence[Mapping[str, Any]]) -> dict[str, EntryFailure]:
-    return {
-        str(entry["Id"]): EntryFailure(
-            code=str(entry.get("Code", "")),
-            message=str(entry.get("Message", "")),
-            sender_fault=bool(entry.get("SenderFault", False)),
+    async def attributes(self, names: Sequence[QueueAttributeNameType]) -> dict[str, str]:
+        """Some of the queue's attributes."""
+        response = await self._call(
+            "GetQueueAttributes",
+            self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=list(names)),
         )
-        for entry in failed
-    }
+        return {str(key): value for key, value in response.get("Attributes", {}).items()}
+
+    def _failures(
+        self, operation: str, failed: Sequence[Mapping[str, Any]]
+    ) -> dict[str, EntryFailure]:
+        failures = {
+            str(entry["Id"]): EntryFailure(
+                code=str(entry.get("Code", "")),
+                message=str(entry.get("Message", "")),
+                sender_fault=bool(entry.get("SenderFault", False)),
+            )
+            for entry in failed
+        }
+        if self._metrics is not None:
+            for failure in failures.values():
+                self._metrics.entry_failure(operation, failure.code)
+        return failures

@@ -23,14 +23,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from worker.backoff import ExponentialBackoff, QueueTimeout, RetryDelay
 from worker.capacity import Capacity
 from worker.config import BackoffMode, HandlerType, Settings
+from worker.depth import QueueDepth
 from worker.errors import ConfigurationError, StartupError
 from worker.handlers import Adapter, Handler, LambdaAdapter, MessageAdapter, load_handler
+from worker.health import Health, heartbeat
+from worker.http import StatusServer
 from worker.invoke import Caller
 from worker.lease import Lease, LeaseKeeper
+from worker.metrics import Metrics
 from worker.poller import Poller
 from worker.runner import Runner
 from worker.settler import Settler
@@ -75,18 +80,26 @@ class Worker:
         info: QueueInfo,
         adapter: Adapter,
         caller: Caller,
+        metrics: Metrics,
+        health: Health,
     ) -> None:
         self.settings = settings
         self.info = info
         self._caller = caller
-        self.queue = SqsQueue(client, info.url)
+        self.metrics = metrics
+        self.health = health
+        self.queue = SqsQueue(client, info.url, metrics)
         self.visibility_timeout = settings.visibility_timeout or info.visibility_timeout
         self.keeper = LeaseKeeper(
-            self.queue, visibility_timeout=self.visibility_timeout, queue_name=info.name
+            self.queue,
+            visibility_timeout=self.visibility_timeout,
+            metrics=metrics,
+            queue_name=info.name,
         )
         self.settler = Settler(
             self.queue,
             queue_name=info.name,
+            metrics=metrics,
             on_settled=self._settled,
             flush_delay=settings.settle_flush_seconds,
         )
@@ -97,6 +110,7 @@ class Worker:
             keeper=self.keeper,
             settler=self.settler,
             capacity=self.capacity,
+            metrics=metrics,
             retry_delay=self.retry_delay,
             budget=settings.max_processing_seconds,
             batch_size=settings.batch_size_for_type,
@@ -113,9 +127,27 @@ class Worker:
             )
             for _ in range(settings.poller_count)
         ]
+        depth_queues = [(self.queue, info.name, "source")]
+        if info.dlq_url is not None and info.redrive is not None:
+            depth_queues.append(
+                (SqsQueue(client, info.dlq_url, metrics), info.redrive.dlq_name, "dlq")
+            )
+        self.depth = QueueDepth(metrics, depth_queues, settings.depth_interval_seconds)
         self._stop = asyncio.Event()
         self.stop_reason = ""
         self._last_activity = time.monotonic()
+        self.http_port: int | None = None
+        self._watch_state()
+
+    def _watch_state(self) -> None:
+        self.metrics.watch("worker_messages_in_flight", lambda: self.keeper.in_flight)
+        self.metrics.watch("worker_handlers_running", lambda: self.runner.running)
+        self.metrics.watch("worker_concurrency_limit", lambda: self.settings.concurrency)
+        self.metrics.watch("worker_handlers_abandoned", lambda: self._caller.abandoned)
+        self.metrics.watch("worker_pollers_running", lambda: self.health.pollers_running)
+        self.health.pollers_expected = len(self.pollers)
+        self.health.slots = self.settings.concurrency
+        self.health.abandoned = lambda: self._caller.abandoned
 
     def _retry_delay(self) -> RetryDelay:
         if self.settings.backoff is BackoffMode.OFF:
@@ -128,6 +160,7 @@ class Worker:
         """Begin a graceful shutdown (idempotent)."""
         if not self._stop.is_set():
             self.stop_reason = reason
+            self.health.draining = True
             log.info(
                 "worker.stopping",
                 reason=reason,
@@ -150,18 +183,30 @@ class Worker:
         """Consume until stopped, then shut down in order; returns what was done."""
         keeper = asyncio.create_task(self.keeper.run(), name="lease-keeper")
         poll_tasks = [poller.start() for poller in self.pollers]
-        idle = None
+        for task in poll_tasks:
+            task.add_done_callback(self._poller_ended)
+        self.health.pollers_running = len(poll_tasks)
+        helpers = []
+        if self.settings.depth_interval_seconds > 0:
+            helpers.append(asyncio.create_task(self.depth.run(), name="queue-depth"))
         if self.settings.exit_when_idle is not None:
-            idle = asyncio.create_task(self._watch_idle(self.settings.exit_when_idle))
+            helpers.append(asyncio.create_task(self._watch_idle(self.settings.exit_when_idle)))
         try:
             await self._stop.wait()
         finally:
-            if idle is not None:
-                idle.cancel()
+            for helper in helpers:
+                helper.cancel()
             report = await self._shut_down(poll_tasks)
             keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            await asyncio.gather(keeper, *helpers, return_exceptions=True)
         return report
+
+    def _poller_ended(self, task: asyncio.Task[None]) -> None:
+        self.health.pollers_running -= 1
+        if not task.cancelled() and task.exception() is not None and not self.stopping:
+            # Pollers catch every error talking to SQS; reaching this is a bug. Liveness fails
+            # (a restart is the cure) and the traceback says where.
+            log.error("worker.poller_died", exc_info=task.exception())
 
     async def _shut_down(self, poll_tasks: list[asyncio.Task[None]]) -> Report:
         deadline = time.monotonic() + self.settings.shutdown_timeout
@@ -182,6 +227,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*poll_tasks, return_exceptions=True)
         await self.settler.close()
+        await self.depth.refresh()  # leave the gauges true for a last scrape
         self._caller.close()
         report = self.report()
         report.interrupted = interrupted
@@ -268,23 +314,63 @@ async def connect(settings: Settings, client: SQSClient) -> QueueInfo:
         raise StartupError(f"cannot read queue {settings.queue}: {describe_failure(exc)}") from None
 
 
+def _queue_label(settings: Settings) -> str:
+    return (settings.queue or "").rstrip("/").rsplit("/", 1)[-1]
+
+
 async def serve(
     settings: Settings,
     *,
     handler: Handler | None = None,
+    registry: CollectorRegistry | None = None,
     on_started: Callable[[Worker], None] | None = None,
 ) -> Report:
     """Run the worker until it is stopped; the CLI's ``worker run``.
 
     ``handler`` replaces the function named by ``WORKER_HANDLER`` (for embedding and tests);
-    ``on_started`` receives the worker once it consumes, so that the caller can stop it.
+    ``registry`` receives the metrics (a new one by default); ``on_started`` receives the worker
+    once it consumes, so that the caller can stop it.
+
+    The metrics and health endpoints answer from the start, so that a liveness probe passes while
+    the worker connects and readiness follows once the queue is reached.
     """
+    metrics = Metrics(registry or CollectorRegistry(), queue=_queue_label(settings))
+    health = Health(loop_block_threshold=settings.liveness_threshold_seconds)
+    server = StatusServer(settings.http_host, settings.http_port, metrics.registry, health)
+    server.start()
+    beat = asyncio.create_task(heartbeat(health, metrics.loop_lag.set, 1.0), name="heartbeat")
+    try:
+        return await _consume(settings, metrics, health, server.port, handler, on_started)
+    finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+        server.stop()
+
+
+async def _consume(  # noqa: PLR0917 -- private; serve's pieces, passed on
+    settings: Settings,
+    metrics: Metrics,
+    health: Health,
+    http_port: int,
+    handler: Handler | None,
+    on_started: Callable[[Worker], None] | None,
+) -> Report:
     caller = Caller(max_threads=settings.concurrency)
     async with open_sqs(settings, pool=settings.poller_count + 16) as client:
         info = await connect(settings, client)
         check_dead_letter_queue(settings, info)
         adapter = build_adapter(settings, info, caller, handler)
-        worker = Worker(settings, client=client, info=info, adapter=adapter, caller=caller)
+        worker = Worker(
+            settings,
+            client=client,
+            info=info,
+            adapter=adapter,
+            caller=caller,
+            metrics=metrics,
+            health=health,
+        )
+        worker.http_port = http_port
+        health.queue_reached = True
         log.info(
             "worker.started",
             queue=info.name,
@@ -295,6 +381,7 @@ async def serve(
             visibility_timeout=worker.visibility_timeout,
             max_processing_seconds=settings.max_processing_seconds,
             retry=repr(worker.retry_delay),
+            http_port=http_port,
         )
         if on_started is not None:
             on_started(worker)

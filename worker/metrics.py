@@ -1,0 +1,197 @@
+"""Prometheus metrics: what operators alert and scale on, from the worker itself.
+
+Every metric lives in a :class:`~prometheus_client.CollectorRegistry` passed in (a fresh one per
+worker and per test: nothing is registered at import time). Labels stay low-cardinality — the
+queue's name, an outcome, a reason, an SQS operation — and never carry message ids. Children for
+the fixed label values are bound once here, so the per-message cost is an increment.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.gc_collector import GCCollector
+
+from worker._version import __version__
+from worker.outcome import FailureReason
+
+# Handler durations: from a no-op to Lambda's 15 minutes and beyond.
+_DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+)
+# Message age at the start of processing: the lag users set SLOs on.
+_AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
+_RECEIVE_COUNT_BUCKETS = (1, 2, 3, 4, 5, 7, 10, 15, 20, 50, 100)
+_SQS_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30)
+QUEUE_STATES = ("visible", "in_flight", "delayed")
+
+
+class Metrics:
+    """The worker's metrics, bound to one queue."""
+
+    def __init__(self, registry: CollectorRegistry, *, queue: str) -> None:
+        self.registry = registry
+        self.queue = queue
+        q = [queue]
+
+        def counter(name: str, text: str, *labels: str) -> Counter:
+            return Counter(name, text, ["queue", *labels], registry=registry)
+
+        received = counter("worker_messages_received_total", "Messages received from SQS.")
+        self.received = received.labels(*q)
+        self.succeeded = counter(
+            "worker_messages_succeeded_total", "Messages whose handler succeeded."
+        ).labels(*q)
+        failed = counter(
+            "worker_messages_failed_total", "Messages whose handler failed, by reason.", "reason"
+        )
+        self.failed = {reason: failed.labels(queue, reason.value) for reason in FailureReason}
+        self.deleted = counter("worker_messages_deleted_total", "Messages deleted.").labels(*q)
+        self.retried = counter(
+            "worker_messages_retried_total",
+            "Failed messages given a retry delay (their visibility set from the backoff).",
+        ).labels(*q)
+        released = counter(
+            "worker_messages_released_total",
+            "Messages given back at once (visibility 0): on shutdown, or non-retryable.",
+            "reason",
+        )
+        self.released_on_shutdown = released.labels(queue, "shutdown")
+        self.released_non_retryable = released.labels(queue, "non_retryable")
+        self.settle_failures = counter(
+            "worker_settle_failures_total",
+            "Deletes or visibility changes that could not be made (the message comes back).",
+            "operation",
+        )
+        self.handler_duration = Histogram(
+            "worker_handler_duration_seconds",
+            "Time from handler start to its outcome, per call, by outcome.",
+            ["queue", "outcome"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.message_age = Histogram(
+            "worker_message_age_seconds",
+            "Age of a message (now minus SentTimestamp) when its handler starts.",
+            ["queue"],
+            buckets=_AGE_BUCKETS,
+            registry=registry,
+        ).labels(*q)
+        self.receive_count = Histogram(
+            "worker_message_receive_count",
+            "ApproximateReceiveCount of messages when their handler starts: retries show here.",
+            ["queue"],
+            buckets=_RECEIVE_COUNT_BUCKETS,
+            registry=registry,
+        ).labels(*q)
+        self._gauges: dict[str, Gauge] = {}
+        for name, text in {
+            "worker_messages_in_flight": "Messages received and not yet settled.",
+            "worker_handlers_running": "Handler calls running (utilisation = this / limit).",
+            "worker_concurrency_limit": "WORKER_CONCURRENCY: handler calls allowed at once.",
+            "worker_handlers_abandoned": "Plain-function handlers past budget, still running.",
+            "worker_pollers_running": "Long-polling loops alive.",
+        }.items():
+            self._gauges[name] = Gauge(name, text, ["queue"], registry=registry)
+        self.sqs_requests = counter(
+            "worker_sqs_requests_total",
+            "SQS API calls by operation and result ('success' or the error code).",
+            "operation",
+            "result",
+        )
+        self.sqs_retries = counter(
+            "worker_sqs_request_retries_total",
+            "Retries botocore made inside SQS API calls.",
+            "operation",
+        )
+        self.sqs_latency = Histogram(
+            "worker_sqs_request_duration_seconds",
+            "SQS API call latency, retries included.",
+            ["queue", "operation"],
+            buckets=_SQS_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.empty_receives = counter(
+            "worker_sqs_empty_receives_total", "Receives that returned no message."
+        ).labels(*q)
+        self.batch_entry_failures = counter(
+            "worker_sqs_batch_entry_failures_total",
+            "Entries of batch calls that SQS refused, by operation and error code.",
+            "operation",
+            "code",
+        )
+        self.extensions = counter(
+            "worker_visibility_extensions_total", "Visibility timeouts extended."
+        ).labels(*q)
+        self.extension_failures = counter(
+            "worker_visibility_extension_failures_total",
+            "Visibility extensions that failed (call errors, or the message was gone).",
+        ).labels(*q)
+        self.queue_messages = Gauge(
+            "worker_queue_messages",
+            "Messages in the source queue and its DLQ, by state, from GetQueueAttributes.",
+            ["queue", "role", "state"],
+            registry=registry,
+        )
+        self.loop_lag = Gauge(
+            "worker_event_loop_lag_seconds",
+            "How late the event loop's last heartbeat ran: a blocked loop shows here.",
+            ["queue"],
+            registry=registry,
+        ).labels(*q)
+        Info("worker_build", "The worker's version and runtime.", registry=registry).info(
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "implementation": sys.implementation.name,
+            }
+        )
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+
+    def watch(self, name: str, read: Callable[[], float]) -> None:
+        """Make the gauge ``name`` read its value from ``read`` at each scrape."""
+        self._gauges[name].labels(self.queue).set_function(read)
+
+    def sqs_call(self, operation: str, result: str, seconds: float, retries: int) -> None:
+        """Record one SQS API call."""
+        self.sqs_requests.labels(self.queue, operation, result).inc()
+        self.sqs_latency.labels(self.queue, operation).observe(seconds)
+        if retries:
+            self.sqs_retries.labels(self.queue, operation).inc(retries)
+
+    def entry_failure(self, operation: str, code: str) -> None:
+        """Record one entry of a batch call that SQS refused."""
+        self.batch_entry_failures.labels(self.queue, operation, code or "unknown").inc()
+
+    def set_depth(self, queue: str, role: str, counts: dict[str, int]) -> None:
+        """Record a queue's depth by state."""
+        for state in QUEUE_STATES:
+            self.queue_messages.labels(queue, role, state).set(counts.get(state, 0))
