@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test lint typecheck unit demo bench clean
+# Debian packages the tests use; installed when missing (sudo when not root).
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all test lint typecheck unit rules tools demo bench clean
 
 all: test
 
@@ -23,11 +26,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+## Prometheus and promtool, from Debian: the alert rules are tested with promtool and a real
+## Prometheus scrapes the worker in the end-to-end test. The package does not start a server.
+tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+rules: tools
+	promtool check config config/prometheus.yml
+	promtool check rules config/alerts.yml
+	promtool test rules config/alerts_test.yml
+
+unit: $(STAMP) tools
 	$(BIN)/pytest
 
-## The README's test command: lint, strict type check, the whole test suite.
-test: lint typecheck unit
+## The README's test command: lint, strict type check, alert rules, the whole test suite.
+test: lint typecheck rules unit
 
 ## The README's demo command: the main job on an embedded moto server.
 demo: $(STAMP)

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry
+
 from worker.config import Settings
 from worker.handlers import Handler
 from worker.provision import provision
@@ -179,11 +181,13 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    settings: Settings, handler: Handler | None = None
+    settings: Settings, handler: Handler | None = None, registry: CollectorRegistry | None = None
 ) -> AsyncIterator[Running]:
     """Run ``serve`` in a task; stop it gracefully on exit and keep its report."""
     started: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings, handler=handler, on_started=started.set_result))
+    task = asyncio.create_task(
+        serve(settings, handler=handler, registry=registry, on_started=started.set_result)
+    )
     either: set[asyncio.Future[Any]] = {started, task}
     done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if task in done and not started.done():

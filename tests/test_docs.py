@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from worker.config import Settings, env_name, load_settings
+from worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -40,3 +44,65 @@ class TestShippedConfiguration:
         settings = load_settings(config_file=ROOT / "config" / "worker.toml")
         assert settings.queue_name == "orders"
         assert settings.concurrency == 20
+
+
+class TestMetricReference:
+    """The README's metric table lists exactly the metrics the worker exports."""
+
+    def test_every_metric_is_documented(self) -> None:
+        registry = CollectorRegistry()
+        Metrics(registry, queue="q")
+        suffix = {"counter": "_total", "info": "_info"}
+        exported = {
+            family.name + suffix.get(family.type, "")
+            for family in registry.collect()
+            if family.name.startswith("worker_")
+        }
+        documented = set(re.findall(r"^\| `(worker_[a-z_]+)` \|", README, flags=re.MULTILINE))
+        assert documented == exported
+
+
+def _exported_series() -> set[str]:
+    """Every series name the worker's metrics produce (with _total, _bucket, ... suffixes)."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, queue="q")
+    metrics.sqs_call("ReceiveMessage", "success", 0.1, 1)
+    metrics.handler_duration.labels("q", "success").observe(1)
+    metrics.entry_failure("DeleteMessageBatch", "ReceiptHandleIsInvalid")
+    metrics.settle_failures.labels("q", "delete").inc()
+    metrics.set_depth("q", "source", {})
+    for name in (
+        "worker_messages_in_flight",
+        "worker_handlers_running",
+        "worker_concurrency_limit",
+        "worker_handlers_abandoned",
+        "worker_pollers_running",
+    ):
+        metrics.watch(name, lambda: 0)
+    return {sample.name for family in registry.collect() for sample in family.samples}
+
+
+class TestShippedDashboardsAndAlerts:
+    """The dashboard and the alert rules use only metrics the worker exports."""
+
+    def _names_in(self, text: str) -> set[str]:
+        return set(re.findall(r"\b(worker_[a-z_]+|process_[a-z_]+)\b", text))
+
+    def test_dashboard_uses_only_exported_metrics(self) -> None:
+        dashboard = json.loads(
+            (ROOT / "config" / "grafana" / "sqs-worker-dashboard.json").read_text(encoding="utf-8")
+        )
+        expressions = [
+            target["expr"]
+            for panel in dashboard["panels"]
+            for target in panel.get("targets", [])
+            if "expr" in target
+        ]
+        assert expressions
+        used = set().union(*(self._names_in(expr) for expr in expressions))
+        assert used - _exported_series() == set()
+
+    def test_alerts_use_only_exported_metrics(self) -> None:
+        used = self._names_in((ROOT / "config" / "alerts.yml").read_text(encoding="utf-8"))
+        assert used
+        assert used - _exported_series() == set()

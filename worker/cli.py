@@ -11,6 +11,8 @@ import asyncio
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the whole path on an embedded moto server")
     _common(demo)
+
+    check = commands.add_parser(
+        "healthcheck", help="exit 0 if the worker's /healthz passes, 1 otherwise"
+    )
+    check.add_argument("--config", type=Path, help="TOML file of settings (WORKER_CONFIG_FILE)")
+    check.add_argument("--url", help="default: http://127.0.0.1:$WORKER_HTTP_PORT/healthz")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     return parser
+
+
+def healthcheck(args: argparse.Namespace) -> int:
+    """Ask the worker's ``/healthz``; 0 if it passes, 1 for anything else.
+
+    For container health checks (Docker's HEALTHCHECK, ECS) in images without curl. Every
+    failure is 1, bad configuration included: to a health check, 2 means something else.
+    """
+    url = args.url
+    if url is None:
+        try:
+            settings = load_settings(config_file=args.config)
+        except ConfigurationError as exc:
+            print(f"worker: healthcheck: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host  # noqa: S104
+        url = f"http://{host}:{settings.http_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310 -- ours
+            print(response.read().decode("utf-8", "replace").strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode("utf-8", "replace").strip())
+        return EXIT_FAILED
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"worker: healthcheck: cannot reach {url}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,6 +249,8 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "healthcheck":
+        return healthcheck(args)
     try:
         settings = load_settings(config_file=args.config, overrides=_overrides(args))
         if args.command == "publish":
