@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests use; installed when missing (sudo when not root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test lint typecheck unit rules tools demo bench clean
+.PHONY: all test lint typecheck unit rules tools deploy-check image-test demo bench clean
 
 all: test
 
@@ -41,8 +41,21 @@ rules: tools
 unit: $(STAMP) tools
 	$(BIN)/pytest
 
-## The README's test command: lint, strict type check, alert rules, the whole test suite.
-test: lint typecheck rules unit
+## What users deploy, validated offline: the Dockerfile (hadolint, checkov), the Helm chart
+## (helm lint and template, kubernetes-validate, kubernetes-models, checkov) and the
+## CloudFormation templates (cfn-lint, checkov). Tools are pinned and installed under .tools/.
+deploy-check:
+	.ci/check-dockerfile
+	.ci/check-helm
+	.ci/check-cloudformation
+
+## The README's test command: lint, strict type check, alert rules, deployment artefacts, the
+## whole test suite.
+test: lint typecheck rules deploy-check unit
+
+## Build the image with buildah (no Docker engine) on a stand-in base, and run it against moto.
+image-test: $(STAMP)
+	.ci/image-test
 
 ## The README's demo command: the main job on an embedded moto server.
 demo: $(STAMP)
@@ -53,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.concurrency
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache
