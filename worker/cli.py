@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from worker import dlq_cli
 from worker._version import __version__
 from worker.config import HandlerType, LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError, StartupError
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the whole path on an embedded moto server")
     _common(demo)
+
+    dlq_cli.add_commands(commands, _common)
 
     check = commands.add_parser(
         "healthcheck", help="exit 0 if the worker's /healthz passes, 1 otherwise"
@@ -238,11 +241,16 @@ async def _demo(settings: Settings, _: argparse.Namespace) -> int:
     return await run_demo(settings, sys.stdout)
 
 
+async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    return await dlq_cli.run(settings, args)
+
+
 _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "run": _run,
     "provision": _provision,
     "publish": _publish,
     "demo": _demo,
+    "dlq": _dlq,
 }
 
 

@@ -59,6 +59,8 @@ class QueueInfo:
     fifo: bool
     redrive: RedrivePolicy | None
     dlq_url: str | None
+    # For a queue without a DLQ of its own: the queues whose DLQ it is (reprocessing a DLQ).
+    dead_letter_sources: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -141,7 +143,12 @@ def describe_failure(exc: BaseException) -> str:
         return f"cannot reach {exc.kwargs.get('endpoint_url', 'the endpoint')}"
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'ClientError')}: {error.get('Message', str(exc))}"
+        code = error.get("Code", "ClientError")
+        message = str(error.get("Message", exc)).strip()
+        if message.startswith("<") or not message:  # an HTML error page, not an AWS error
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code)
+            return f"HTTP {status}"
+        return f"{code}: {message.splitlines()[0][:300]}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -190,6 +197,9 @@ async def describe_queue(client: SQSClient, queue: str) -> QueueInfo:
                 f"the DLQ {redrive.dead_letter_target_arn} named by the RedrivePolicy of {url} "
                 "does not exist"
             ) from None
+    sources: tuple[str, ...] = ()
+    if redrive is None:
+        sources = await _dead_letter_sources(client, url)
     return QueueInfo(
         url=url,
         arn=arn,
@@ -198,7 +208,17 @@ async def describe_queue(client: SQSClient, queue: str) -> QueueInfo:
         fifo=attributes.get("FifoQueue") == "true",
         redrive=redrive,
         dlq_url=dlq_url,
+        dead_letter_sources=sources,
     )
+
+
+async def _dead_letter_sources(client: SQSClient, url: str) -> tuple[str, ...]:
+    """The queues whose DLQ this queue is; none when that cannot be read (no permission)."""
+    try:
+        response = await client.list_dead_letter_source_queues(QueueUrl=url)
+    except botocore.exceptions.ClientError:
+        return ()
+    return tuple(response.get("queueUrls", []))
 
 
 class SqsQueue:

@@ -286,6 +286,15 @@ def build_adapter(
 
 def check_dead_letter_queue(settings: Settings, info: QueueInfo) -> None:
     """Refuse a queue without a DLQ unless told to allow it; log where poison messages go."""
+    if info.redrive is None and info.dead_letter_sources:
+        # Reprocessing a DLQ (worker run --queue <DLQ> --exit-when-idle ...): it has no DLQ of
+        # its own; what fails again stays in it, to be looked at or retried later.
+        log.info(
+            "worker.reprocessing_dlq",
+            queue=info.name,
+            dlq_of=[url.rsplit("/", 1)[-1] for url in info.dead_letter_sources],
+        )
+        return
     if info.redrive is None:
         if not settings.allow_no_dlq:
             raise StartupError(

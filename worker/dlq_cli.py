@@ -1,0 +1,335 @@
+"""``worker dlq stats | peek | redrive | moves | purge``: the operator's side of the DLQ.
+
+Output is for people on a terminal (aligned columns, a progress line that rewrites itself) and
+for scripts otherwise (``--json``, structured log lines instead of a progress line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import structlog
+
+from worker import dlq
+from worker.config import Settings
+from worker.errors import ConfigurationError, StartupError
+
+log = structlog.get_logger("worker.dlq")
+
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+_PROGRESS_LOG_SECONDS = 5.0
+
+
+def add_commands(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``worker dlq ...`` to the top-level subcommands."""
+    parser = commands.add_parser("dlq", help="inspect, redrive and purge the dead-letter queue")
+    verbs = parser.add_subparsers(dest="dlq_command", required=True, metavar="DLQ_COMMAND")
+
+    stats = verbs.add_parser("stats", help="depth of the queue and its DLQ, age of the oldest")
+    common(stats)
+    stats.add_argument("--json", action="store_true", help="print JSON")
+
+    peek = verbs.add_parser("peek", help="show DLQ messages without consuming them")
+    common(peek)
+    peek.add_argument("--limit", type=int, default=50, help="messages to read (default 50)")
+    peek.add_argument("--json", action="store_true", help="print JSON, one document")
+    peek.add_argument("--full", action="store_true", help="do not truncate bodies")
+
+    redrive = verbs.add_parser("redrive", help="move DLQ messages back to the queue")
+    common(redrive)
+    redrive.add_argument(
+        "--to", metavar="QUEUE", help="destination URL or name (default: the queue)"
+    )
+    redrive.add_argument("--max", type=int, metavar="N", help="move at most N messages")
+    redrive.add_argument("--rate", type=float, metavar="PER_SECOND", help="messages per second")
+    redrive.add_argument(
+        "--filter",
+        metavar="PATTERN",
+        help='a Lambda filter pattern (JSON), e.g. \'{"body": {"type": ["order"]}}\'; the body '
+        "is the published payload, SNS envelope unwrapped",
+    )
+    redrive.add_argument("--dry-run", action="store_true", help="count what would move")
+    redrive.add_argument(
+        "--manual", action="store_true", help="move message by message even where SQS could"
+    )
+    redrive.add_argument(
+        "--hold",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="visibility of messages being moved (default 60)",
+    )
+    redrive.add_argument(
+        "--no-wait", action="store_true", help="start SQS's move task and return at once"
+    )
+
+    moves = verbs.add_parser("moves", help="list SQS's move tasks of the DLQ, or cancel one")
+    common(moves)
+    moves.add_argument("--cancel", metavar="TASK_HANDLE", help="cancel this move task")
+
+    purge = verbs.add_parser("purge", help="delete every message in the DLQ")
+    common(purge)
+    purge.add_argument("--yes", action="store_true", help="yes, delete them all")
+
+
+def _age(seconds: float | None, estimate: bool = False) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    text = (
+        f"{days}d {hours}h"
+        if days
+        else f"{hours}h {minutes:02d}m"
+        if hours
+        else f"{minutes}m {secs:02d}s"
+    )
+    return f"≥{text}" if estimate else text
+
+
+async def _stats(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    pair, rows = await dlq.stats(settings)
+    max_receives = pair.source.redrive.max_receive_count if pair.source.redrive else None
+    if args.json:
+        document = {
+            "max_receive_count": max_receives,
+            "queues": [vars(row) for row in rows],
+        }
+        out.write(json.dumps(document, indent=2) + "\n")
+        return 0
+    width = max(len(row.name) for row in rows)
+    out.write(f"{'queue':<{width}}  role    visible  in flight  delayed  oldest\n")
+    for row in rows:
+        out.write(
+            f"{row.name:<{width}}  {row.role:<6} {row.visible:>8} {row.in_flight:>10} "
+            f"{row.delayed:>8}  {_age(row.oldest_age_seconds, row.oldest_is_estimate)}\n"
+        )
+    out.write(
+        f"\nmaxReceiveCount {max_receives}: a message moves to the DLQ on its receive after that.\n"
+    )
+    return 0
+
+
+async def _peek(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    if args.limit < 1:
+        raise ConfigurationError(["--limit: must be at least 1"])
+    pair, peeked, depth = await dlq.peek(settings, limit=args.limit)
+    limit = None if args.full else 200
+    groups = dlq.group(peeked)
+    if args.json:
+        document = {
+            "dlq": pair.dlq_name,
+            "visible": depth,
+            "peeked": len(peeked),
+            "groups": [
+                {
+                    "shape": g.shape,
+                    "count": len(g.messages),
+                    "messages": [m.as_json(body_limit=limit) for m in g.messages],
+                }
+                for g in groups
+            ],
+        }
+        out.write(json.dumps(document, indent=2) + "\n")
+        return 0
+    out.write(
+        f"DLQ {pair.dlq_name}: {len(peeked)} of about {depth} messages peeked "
+        "(released at once; nothing consumed)\n"
+    )
+    for g in groups:
+        first = g.messages[0]
+        sent = first.sent_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if first.sent_at else "?"
+        out.write(f"\n{len(g.messages):>5} x {g.shape}\n")
+        out.write(
+            f"        e.g. {first.message_id}  sent {sent}  received {first.receive_count}x"
+            + (f"  group {first.group_id}" if first.group_id else "")
+            + "\n"
+        )
+        if first.attributes:
+            out.write(f"        attributes {json.dumps(first.attributes, sort_keys=True)}\n")
+        body = dlq.truncate(first.body, None if args.full else 120).replace("\n", "\\n")
+        out.write(f"        body {body}\n")
+    return 0
+
+
+class ProgressLine:
+    """Count, rate and what remains: one rewritten line on a terminal, a log line otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._interactive = stream.isatty()
+        self._started = time.monotonic()
+        self._logged = 0.0
+        self._shown = False
+
+    def __call__(self, result: dlq.RedriveResult, remaining: int | None) -> None:
+        elapsed = max(1e-6, time.monotonic() - self._started)
+        count = result.matched if result.moved == 0 and result.matched else result.moved
+        rate = count / elapsed
+        left = "" if remaining is None else f", ~{remaining} left"
+        eta = f", ~{_age(remaining / rate)} to go" if remaining and rate > 0 else ""
+        if self._interactive:
+            self._stream.write(f"\r{count} moved, {rate:.1f}/s{left}{eta}   ")
+            self._stream.flush()
+            self._shown = True
+        elif time.monotonic() - self._logged >= _PROGRESS_LOG_SECONDS:
+            self._logged = time.monotonic()
+            log.info(
+                "dlq.redrive_progress",
+                moved=result.moved,
+                matched=result.matched,
+                skipped=result.skipped,
+                per_second=round(rate, 2),
+                remaining=remaining,
+            )
+
+    def end(self) -> None:
+        if self._shown:
+            self._stream.write("\n")
+
+
+def _install_stop(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    state = {"signals": 0}
+
+    def on_signal(number: int) -> None:
+        state["signals"] += 1
+        if state["signals"] > 1:
+            os._exit(128 + number)
+        log.info("dlq.stopping", signal=signal.Signals(number).name)
+        stop()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal, number)
+
+
+def _plan(args: argparse.Namespace) -> dlq.RedrivePlan:
+    problems = []
+    criteria = None
+    if args.filter:
+        from worker.filtering import FilterCriteria, FilterError  # noqa: PLC0415
+
+        try:
+            criteria = FilterCriteria.from_pattern(args.filter)
+        except FilterError as exc:
+            problems.append(f"--filter: {exc}")
+    if args.max is not None and args.max < 1:
+        problems.append("--max: must be at least 1")
+    if args.rate is not None and args.rate <= 0:
+        problems.append("--rate: must be more than 0")
+    if not 1 <= args.hold <= 43_200:
+        problems.append("--hold: must be between 1 and 43200 seconds")
+    if problems:
+        raise ConfigurationError(problems)
+    return dlq.RedrivePlan(
+        destination=args.to,
+        max_messages=args.max,
+        rate=args.rate,
+        criteria=criteria,
+        dry_run=args.dry_run,
+        hold_seconds=args.hold,
+        manual=args.manual,
+    )
+
+
+async def _redrive(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    plan = _plan(args)
+    progress = ProgressLine(sys.stderr)
+    running: list[dlq.Redrive] = []
+    _install_stop(lambda: running[0].stop() if running else None)
+    try:
+        result = await dlq.run_redrive(
+            settings, plan, progress=progress, on_started=running.append, wait=not args.no_wait
+        )
+    finally:
+        progress.end()
+    out.write(_summary(result, plan) + "\n")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return 1 if result.failed or result.delete_failed else 0
+
+
+def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
+    if result.native_task and not result.moved and plan.native_possible:
+        return f"started SQS move task {result.native_task}; follow it with `worker dlq moves`"
+    if result.native_task:
+        return f"SQS move task {result.native_task} moved {result.moved} messages"
+    lines = []
+    if plan.dry_run:
+        lines.append(f"dry run: {result.matched} messages would be moved")
+    else:
+        lines.append(f"moved {result.moved} messages in {result.seconds:.1f} s")
+    if result.skipped:
+        lines.append(f"{result.skipped} did not match the filter and stay in the DLQ")
+    if result.failed:
+        lines.append(f"{result.failed} could not be sent and stay in the DLQ")
+    if result.delete_failed:
+        lines.append(
+            f"{result.delete_failed} were sent but could not be deleted from the DLQ "
+            "(they are now in both queues)"
+        )
+    if result.interrupted:
+        lines.append("stopped before the end; nothing in hand was lost")
+    for shape, count in result.shapes.most_common(5):
+        lines.append(f"  {count:>5} x {shape}")
+    return "\n".join(lines)
+
+
+async def _moves(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from worker.sqs import open_sqs  # noqa: PLC0415
+
+    async with open_sqs(settings) as client:
+        pair = await dlq.find_pair(client, settings)
+        try:
+            if args.cancel:
+                moved = await dlq.cancel_move_task(client, args.cancel)
+                out.write(f"cancelled {args.cancel} after {moved} messages\n")
+                return 0
+            tasks = await dlq.list_move_tasks(client, pair.dlq_arn)
+        except dlq.MoveTasksUnsupportedError as exc:
+            raise StartupError(f"this endpoint has no message move tasks ({exc})") from None
+    if not tasks:
+        out.write(f"no move tasks for {pair.dlq_name}\n")
+    for task in tasks:
+        started = task.get("StartedTimestamp")
+        when = (
+            datetime.fromtimestamp(int(started) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if started
+            else "?"
+        )
+        moved = task.get("ApproximateNumberOfMessagesMoved", 0)
+        total = task.get("ApproximateNumberOfMessagesToMove", "?")
+        out.write(
+            f"{task.get('Status', '?'):<10} {when}  moved {moved} of {total}  "
+            f"{task.get('TaskHandle', '')}\n"
+        )
+    return 0
+
+
+async def _purge(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    if not args.yes:
+        pair, rows = await dlq.stats(settings, sample=0)
+        raise ConfigurationError(
+            [f"refusing to delete the {rows[1].visible} messages of {pair.dlq_name} without --yes"]
+        )
+    pair, count = await dlq.purge(settings)
+    out.write(f"purged {pair.dlq_name} ({count} messages)\n")
+    return 0
+
+
+_VERBS = {"stats": _stats, "peek": _peek, "redrive": _redrive, "moves": _moves, "purge": _purge}
+
+
+async def run(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run ``worker dlq <verb>``."""
+    return await _VERBS[args.dlq_command](settings, args, out or sys.stdout)
