@@ -68,6 +68,15 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
+def isolated_environment() -> Iterator[None]:
+    """Each test starts from the session's environment (a Lambda handler sets AWS_LAMBDA_*)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def quiet_logs() -> None:
     """JSON logs at debug level, so log assertions see every event."""
     configure_logging(LogLevel.DEBUG, LogFormat.JSON)

@@ -49,8 +49,10 @@ class TestDefaults:
         assert settings.handler_type is HandlerType.MESSAGE
         assert settings.sns_envelope is EnvelopeMode.AUTO
         assert settings.batch_size == 10
+        assert settings.max_batching_window == 0
+        assert settings.filter_criteria is None
         assert settings.report_batch_item_failures is True
-        assert settings.memory_limit_in_mb == 1024
+        assert settings.memory_limit_in_mb is None  # the container's limit, read at start
         assert settings.concurrency == 10
         assert settings.pollers is None
         assert settings.wait_time_seconds == 20
@@ -224,7 +226,7 @@ class TestProblems:
 
     def test_error_message_joins_problems(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("WORKER_CONCURRENCY", "0")
-        monkeypatch.setenv("WORKER_BATCH_SIZE", "11")
+        monkeypatch.setenv("WORKER_BATCH_SIZE", "10001")
         with pytest.raises(ConfigurationError) as caught:
             load_settings()
         assert str(caught.value) == "; ".join(caught.value.problems)
@@ -234,7 +236,9 @@ class TestProblems:
         ("variable", "value", "match"),
         [
             pytest.param("WORKER_CONCURRENCY", "many", "valid integer", id="not-a-number"),
-            pytest.param("WORKER_BATCH_SIZE", "11", "less than or equal to 10", id="batch-size"),
+            pytest.param(
+                "WORKER_BATCH_SIZE", "10001", "less than or equal to 10000", id="batch-size"
+            ),
             pytest.param("WORKER_WAIT_TIME_SECONDS", "21", "less than or equal to 20", id="wait"),
             pytest.param(
                 "WORKER_MEMORY_LIMIT_IN_MB", "64", "greater than or equal to 128", id="mem"
@@ -474,3 +478,24 @@ class TestCommandLine:
         err = capsys.readouterr().err
         assert err.count("\n") == 1
         assert "WORKER_HANDLER: must be 'package.module:function'" in err
+
+
+class TestLambdaBatching:
+    """Lambda's rule: a batch above ten records can only be gathered over a window."""
+
+    def test_large_batch_without_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WORKER_BATCH_SIZE", "100")
+        assert problems_of() == [
+            "WORKER_BATCH_SIZE above 10 needs WORKER_MAX_BATCHING_WINDOW of at least 1 second"
+        ]
+
+    def test_large_batch_with_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WORKER_BATCH_SIZE", "100")
+        monkeypatch.setenv("WORKER_MAX_BATCHING_WINDOW", "2.5")
+        settings = load_settings()
+        assert (settings.batch_size, settings.max_batching_window) == (100, 2.5)
+
+    def test_window_above_five_minutes(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WORKER_MAX_BATCHING_WINDOW", "301")
+        (problem,) = problems_of()
+        assert problem.startswith("WORKER_MAX_BATCHING_WINDOW: ")

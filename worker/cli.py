@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="subscribe with RawMessageDelivery",
     )
     prov.add_argument("--filter-policy", help="subscription filter policy (JSON)")
+    prov.add_argument(
+        "--fifo",
+        action="store_true",
+        default=None,
+        help="FIFO topic, queue and DLQ (names get .fifo)",
+    )
+    prov.add_argument(
+        "--content-based-deduplication",
+        action="store_true",
+        default=None,
+        help="FIFO: deduplicate by content instead of by deduplication id",
+    )
 
     pub = commands.add_parser("publish", help="publish events to the topic")
     _common(pub)
@@ -89,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="message attribute (repeatable; TYPE is String, Number or Binary)",
     )
     pub.add_argument("--subject", help="SNS subject")
+    pub.add_argument("--group-id", help="FIFO topics: the MessageGroupId")
+    pub.add_argument(
+        "--dedup-id",
+        help="FIFO topics: the MessageDeduplicationId (several messages get -1, -2, ...)",
+    )
 
     demo = commands.add_parser("demo", help="run the whole path on an embedded moto server")
     _common(demo)
@@ -151,6 +168,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_receive_count",
         "visibility_timeout",
         "filter_policy",
+        "fifo",
+        "content_based_deduplication",
     ):
         values[name] = getattr(args, name, None)
     values["raw_message_delivery"] = getattr(args, "raw_delivery", None)
@@ -224,7 +243,22 @@ def _events(args: argparse.Namespace) -> list[Event]:
     if not bodies:
         raise ConfigurationError(["nothing to publish: give messages, or --file"])
     attributes = dict(parse_attribute(text) for text in args.attribute) or None
-    return [Event(body=body, attributes=attributes, subject=args.subject) for body in bodies]
+
+    def dedup(index: int) -> str | None:
+        if args.dedup_id is None or len(bodies) == 1:
+            return args.dedup_id  # type: ignore[no-any-return]
+        return f"{args.dedup_id}-{index + 1}"
+
+    return [
+        Event(
+            body=body,
+            attributes=attributes,
+            subject=args.subject,
+            group_id=args.group_id,
+            deduplication_id=dedup(index),
+        )
+        for index, body in enumerate(bodies)
+    ]
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> int:

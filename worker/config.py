@@ -102,10 +102,12 @@ class Settings(BaseSettings):
     handler_type: HandlerType = HandlerType.MESSAGE
     handler_path: Path | None = None
     sns_envelope: EnvelopeMode = EnvelopeMode.AUTO
-    batch_size: int = Field(default=10, ge=1, le=10)
+    batch_size: int = Field(default=10, ge=1, le=10_000)
+    max_batching_window: float = Field(default=0, ge=0, le=300)
+    filter_criteria: str | None = None
     report_batch_item_failures: bool = True
     function_name: str | None = None
-    memory_limit_in_mb: int = Field(default=1024, ge=128, le=10_240)
+    memory_limit_in_mb: int | None = Field(default=None, ge=128, le=10_240)
 
     # --- the pool ---
     concurrency: int = Field(default=10, ge=1, le=10_000)
@@ -130,6 +132,8 @@ class Settings(BaseSettings):
     max_receive_count: int = Field(default=5, ge=1, le=1000)
     raw_message_delivery: bool = False
     filter_policy: str | None = None
+    fifo: bool = False
+    content_based_deduplication: bool = False
 
     # --- observability ---
     http_host: str = "0.0.0.0"  # noqa: S104 -- a pod's probes and scrapes arrive on its pod IP
@@ -184,10 +188,28 @@ class Settings(BaseSettings):
             raise ValueError("must be a JSON object")  # noqa: TRY004 -- pydantic reports ValueError
         return value
 
+    @field_validator("filter_criteria")
+    @classmethod
+    def _filter_criteria_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            from worker.filtering import FilterCriteria, FilterError  # noqa: PLC0415
+
+            try:
+                FilterCriteria.parse(value)
+            except FilterError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.queue_url and self.queue_name:
             raise ValueError("set WORKER_QUEUE_URL or WORKER_QUEUE_NAME, not both")
+        if self.batch_size > 10 and self.max_batching_window < 1:
+            # Lambda's rule: one receive returns at most ten messages, so a larger batch can
+            # only be gathered over time.
+            raise ValueError(
+                "WORKER_BATCH_SIZE above 10 needs WORKER_MAX_BATCHING_WINDOW of at least 1 second"
+            )
         if self.backoff_base_seconds > self.backoff_max_seconds:
             raise ValueError(
                 "WORKER_BACKOFF_BASE_SECONDS must not exceed WORKER_BACKOFF_MAX_SECONDS"
@@ -201,11 +223,14 @@ class Settings(BaseSettings):
 
     @property
     def poller_count(self) -> int:
-        """Enough pollers that each asks for ten messages at a time when the pool is empty."""
+        """Enough pollers that each asks for ten messages at a time when the pool is empty.
+
+        Never more than the concurrency: each poller holds at least one slot while it receives.
+        """
         if self.pollers is not None:
             return self.pollers
         messages_in_flight = self.concurrency * self.batch_size_for_type
-        return max(1, min(10, -(-messages_in_flight // 10)))
+        return max(1, min(10, self.concurrency, -(-messages_in_flight // 10)))
 
     @property
     def batch_size_for_type(self) -> int:
@@ -225,11 +250,13 @@ def _known_variables() -> set[str]:
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One problem line per ``WORKER_*`` variable that no setting reads, with a likely match."""
     known = _known_variables()
+    # Compared without the prefix they all share, which would make any two names look alike.
+    stems = {name.removeprefix(ENV_PREFIX): name for name in known}
     problems = []
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known:
-            guess = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {guess[0]}?)" if guess else ""
+            guess = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), stems, n=1)
+            hint = f" (did you mean {stems[guess[0]]}?)" if guess else ""
             problems.append(f"{name}: unknown setting{hint}")
     return problems
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from worker.config import EnvelopeMode
 from worker.errors import ConfigurationError, InvalidLambdaResponseError, MalformedMessageError
 from worker.invoke import Call, Caller
+from worker.lambda_env import FunctionIdentity
 from worker.lambda_event import LambdaContext, failed_message_ids, sqs_event, sqs_record
 from worker.lease import Lease
 from worker.message import parse_message
@@ -111,32 +112,31 @@ class LambdaAdapter:
         caller: Caller,
         *,
         queue_arn: str,
-        region: str,
-        function_name: str,
-        memory_limit_in_mb: int,
+        identity: FunctionIdentity,
         report_batch_item_failures: bool,
     ) -> None:
         self._function = function
         self._caller = caller
         self._queue_arn = queue_arn
-        self._region = region
-        self._function_name = function_name
-        self._memory = memory_limit_in_mb
+        self._identity = identity
+        self._log_stream = identity.log_stream_name
         self._report_failures = report_batch_item_failures
-        account = queue_arn.split(":")[4] if queue_arn.count(":") >= 5 else "000000000000"
-        self._function_arn = f"arn:aws:lambda:{region}:{account}:function:{function_name}"
 
     async def __call__(self, leases: Sequence[Lease], deadline: float) -> Invocation:
         """Build the event and context, call the handler, read its batch response."""
+        identity = self._identity
         event = sqs_event(
-            sqs_record(lease.raw, queue_arn=self._queue_arn, region=self._region)
+            sqs_record(lease.raw, queue_arn=self._queue_arn, region=identity.region)
             for lease in leases
         )
         context = LambdaContext(
-            function_name=self._function_name,
-            invoked_function_arn=self._function_arn,
-            memory_limit_in_mb=self._memory,
+            function_name=identity.function_name,
+            invoked_function_arn=identity.function_arn,
+            memory_limit_in_mb=identity.memory_limit_in_mb,
             deadline=deadline,
+            function_version=identity.function_version,
+            log_group_name=identity.log_group_name,
+            log_stream_name=self._log_stream,
         )
         call = await self._caller.call(self._function, (event, context), deadline=deadline)
         if call.error is not None:

@@ -78,7 +78,7 @@ class LambdaContext:
         self.function_version = function_version
         self.invoked_function_arn = invoked_function_arn
         self.memory_limit_in_mb = str(memory_limit_in_mb)
-        self.aws_request_id = str(uuid.uuid4())
+        self.aws_request_id = str(uuid.uuid4())  # one per invocation, as on Lambda
         self.log_group_name = log_group_name or f"/aws/lambda/{function_name}"
         self.log_stream_name = log_stream_name
         self.identity: Any = None

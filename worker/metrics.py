@@ -82,8 +82,21 @@ class Metrics:
             "Messages given back at once (visibility 0): on shutdown, or non-retryable.",
             "reason",
         )
-        self.released_on_shutdown = released.labels(queue, "shutdown")
-        self.released_non_retryable = released.labels(queue, "non_retryable")
+        self.released = {
+            reason: released.labels(queue, reason)
+            for reason in ("shutdown", "non_retryable", "fifo_order")
+        }
+        self.filtered = counter(
+            "worker_messages_filtered_total",
+            "Messages that matched no pattern of WORKER_FILTER_CRITERIA: deleted unhandled.",
+        ).labels(*q)
+        self.batch_size = Histogram(
+            "worker_handler_batch_size",
+            "Messages per handler call (Lambda handlers get batches).",
+            ["queue"],
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=registry,
+        ).labels(*q)
         self.settle_failures = counter(
             "worker_settle_failures_total",
             "Deletes or visibility changes that could not be made (the message comes back).",

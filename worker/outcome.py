@@ -50,5 +50,14 @@ class Failure:
         return cls(reason, type(shown).__name__, str(shown)[:500])
 
 
+@dataclass(frozen=True, slots=True)
+class Released:
+    """Not handled, given back at once: behind a failed message of its FIFO group."""
+
+    reason: str
+
+
+HELD_FOR_ORDER = Released("fifo_order")
+
 # ``None`` is success: the common case allocates nothing.
-Outcome = Failure | None
+Outcome = Failure | Released | None

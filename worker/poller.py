@@ -4,27 +4,51 @@ Several pollers run at once so that one slow receive does not leave the pool idl
 free slots first, then asks SQS for at most that many messages (or batches), so received messages
 start at once. Errors talking to SQS never end a poller: it backs off with jitter and tries again.
 
+With a batching window (``WORKER_MAX_BATCHING_WINDOW``, Lambda handlers), a poller takes one slot
+and gathers a batch over several receives: it is handed over when it is full, when the window
+(opened by its first message) closes, or when the next message would take it past Lambda's 6 MB
+payload limit. Messages are leased as they arrive, so their visibility is extended while they
+wait for the batch to close.
+
 On shutdown a poller waiting for slots or backing off stops at once. A poller whose receive is
-already open lets it finish (at most ``WaitTimeSeconds``) instead of cutting it short, because SQS
-may already have taken messages for it; those are released at once (visibility 0) rather than
-stranded invisible for a whole visibility timeout.
+open, or that is gathering a batch, lets the receive finish (at most ``WaitTimeSeconds``) instead
+of cutting it short, because SQS may already have taken messages for it; what it holds is then
+released at once (visibility 0) rather than stranded invisible for a whole visibility timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import time
+from typing import TYPE_CHECKING
 
 import structlog
 
 from worker.capacity import Capacity
+from worker.lease import Lease
 from worker.runner import Runner
 from worker.sqs import MAX_BATCH, SqsQueue, describe_failure, error_code
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 log = structlog.get_logger("worker.poller")
 
 _BACKOFF_BASE_SECONDS = 0.5
 _BACKOFF_CAP_SECONDS = 20.0
+# Lambda's invocation payload limit. A record's size is estimated as its body plus a fixed
+# allowance for the rest of the record (ids, receipt handle, attributes, JSON punctuation).
+PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
+_RECORD_ALLOWANCE_BYTES = 1024
+
+
+def record_size(lease: Lease) -> int:
+    """An upper estimate of a message's share of a Lambda event."""
+    body = lease.raw.get("Body", "")
+    attributes = lease.raw.get("MessageAttributes") or {}
+    return len(body.encode()) + 64 * len(attributes) + _RECORD_ALLOWANCE_BYTES
 
 
 class Poller:
@@ -38,17 +62,21 @@ class Poller:
         runner: Runner,
         wait_seconds: int,
         visibility_timeout: int | None,
+        batching_window: float = 0.0,
+        carry: list[Lease] | None = None,
     ) -> None:
         self._queue = queue
         self._capacity = capacity
         self._runner = runner
         self._wait_seconds = wait_seconds
         self._visibility_timeout = visibility_timeout
-        # A slot runs one batch; ask for no more batches than one receive can fill.
-        self._slots_per_receive = max(1, MAX_BATCH // runner.batch_size)
+        self._window = batching_window
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self.receiving = False
+        self._idle = False  # waiting for slots or backing off: safe to cancel
+        # Gathered beyond the payload limit: the start of the next batch, whichever poller gets
+        # the next slot. Shared by all pollers, so that it never waits behind an empty gather.
+        self._carry: list[Lease] = [] if carry is None else carry
         self.consecutive_errors = 0
 
     def start(self) -> asyncio.Task[None]:
@@ -57,41 +85,100 @@ class Poller:
         return self._task
 
     def stop(self) -> None:
-        """Receive no more; stop now unless a receive is open."""
+        """Receive no more; stop now unless a receive is open or a batch is being gathered."""
         self._stopping = True
-        if self._task is not None and not self.receiving:
+        if self._task is not None and self._idle:
             self._task.cancel()
 
     async def _run(self) -> None:
-        while not self._stopping:
-            slots = await self._capacity.acquire(self._slots_per_receive)
-            self.receiving = True
-            try:
-                messages = await self._queue.receive(
-                    min(MAX_BATCH, slots * self._runner.batch_size),
-                    self._wait_seconds,
-                    self._visibility_timeout,
-                )
-            except Exception as exc:  # noqa: BLE001 -- SQS unreachable or refusing: back off
-                self.receiving = False
-                self._capacity.release(slots)
-                await self._back_off(exc)
-                continue
-            self.receiving = False
-            self.consecutive_errors = 0
-            self._runner.submit(messages, slots)
+        try:
+            while not self._stopping:
+                slots = await self._wait_for_slots()
+                if self._window > 0:
+                    batch = await self._gather()
+                    self._runner.start(batch, slots)
+                    continue
+                messages = await self._receive(self._runner.messages_for(slots))
+                if messages is None:
+                    self._capacity.release(slots)
+                    await self._back_off()
+                    continue
+                self._runner.submit(messages, slots)
+        finally:
+            if self._carry:
+                self._runner.give_back(self._carry)
+                self._carry.clear()
 
-    async def _back_off(self, exc: Exception) -> None:
+    async def _wait_for_slots(self) -> int:
+        self._idle = True
+        try:
+            return await self._capacity.acquire(self._runner.slots_per_receive)
+        finally:
+            self._idle = False
+
+    async def _receive(self, count: int, wait: int | None = None) -> list[MessageTypeDef] | None:
+        """One receive; ``None`` when it failed (logged, to be backed off by the caller)."""
+        try:
+            messages = await self._queue.receive(
+                count,
+                self._wait_seconds if wait is None else wait,
+                self._visibility_timeout,
+            )
+        except Exception as exc:  # noqa: BLE001 -- SQS unreachable or refusing: back off
+            self._log_failure(exc)
+            return None
+        self.consecutive_errors = 0
+        return list(messages)
+
+    async def _gather(self) -> list[Lease]:
+        """A batch: full, its window closed, or at the payload limit."""
+        batch = list(self._carry)
+        self._carry.clear()
+        size = sum(record_size(lease) for lease in batch)
+        closes = time.monotonic() + self._window if batch else None
+        limit = self._runner.batch_size
+        while len(batch) < limit and not self._stopping:
+            wait = self._wait_seconds
+            if closes is not None:
+                remaining = closes - time.monotonic()
+                if remaining <= 0:
+                    break
+                wait = min(wait, math.ceil(remaining))
+            messages = await self._receive(min(MAX_BATCH, limit - len(batch)), wait)
+            if messages is None:
+                if batch:
+                    break  # hand over what is gathered; the next batch backs off
+                await self._back_off()
+                continue
+            for lease in self._runner.lease(messages):
+                if closes is None:
+                    closes = time.monotonic() + self._window
+                grown = size + record_size(lease)
+                if batch and (grown > PAYLOAD_LIMIT_BYTES or self._carry):
+                    self._carry.append(lease)
+                    continue
+                batch.append(lease)
+                size = grown
+            if self._carry:
+                break
+        return batch
+
+    def _log_failure(self, exc: Exception) -> None:
         self.consecutive_errors += 1
-        step = min(
-            _BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** min(self.consecutive_errors, 10)
-        )
-        delay = step / 2 + random.uniform(0, step / 2)  # noqa: S311 -- jitter, not cryptography
         log.warning(
             "sqs.receive_failed",
             error=describe_failure(exc),
             code=error_code(exc),
             consecutive_errors=self.consecutive_errors,
-            retry_in_seconds=round(delay, 2),
         )
-        await asyncio.sleep(delay)
+
+    async def _back_off(self) -> None:
+        step = min(
+            _BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** min(self.consecutive_errors, 10)
+        )
+        delay = step / 2 + random.uniform(0, step / 2)  # noqa: S311 -- jitter, not cryptography
+        self._idle = True
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._idle = False

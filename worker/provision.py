@@ -53,11 +53,17 @@ def names(settings: Settings) -> tuple[str, str, str]:
     queue = settings.queue_name or (settings.queue_url or "").rstrip("/").rsplit("/", 1)[-1]
     if not queue:
         raise ConfigurationError(["WORKER_QUEUE_NAME (--queue): required to provision"])
-    fifo = queue.endswith(".fifo")
+    fifo = settings.fifo or queue.endswith(".fifo")
     stem = queue.removesuffix(".fifo")
-    dlq = settings.dlq_name or (f"{stem}-dlq.fifo" if fifo else f"{stem}-dlq")
-    topic = settings.topic_name or queue
-    return queue, dlq, topic
+    suffix = ".fifo" if fifo else ""
+    dlq = settings.dlq_name or f"{stem}-dlq{suffix}"
+    topic = settings.topic_name or f"{stem}{suffix}"
+    names = (f"{stem}{suffix}", dlq, topic)
+    if fifo and not all(name.endswith(".fifo") for name in names):
+        raise ConfigurationError(
+            ["a FIFO queue's DLQ and topic must be FIFO too (names end in .fifo)"]
+        )
+    return names
 
 
 def topic_only_policy(queue_arn: str, topic_arn: str) -> str:
@@ -94,13 +100,21 @@ async def _queue_arn(sqs: SQSClient, url: str) -> str:
     return attributes["Attributes"]["QueueArn"]
 
 
-async def _ensure_dlq(sqs: SQSClient, name: str, result: Provisioned) -> None:
+def _fifo_attributes(name: str, settings: Settings) -> dict[QueueAttributeNameType, str]:
+    if not name.endswith(".fifo"):
+        return {}
+    attributes: dict[QueueAttributeNameType, str] = {"FifoQueue": "true"}
+    if settings.content_based_deduplication:
+        attributes["ContentBasedDeduplication"] = "true"
+    return attributes
+
+
+async def _ensure_dlq(sqs: SQSClient, settings: Settings, name: str, result: Provisioned) -> None:
     url = await _existing_queue_url(sqs, name)
     attributes: dict[QueueAttributeNameType, str] = {
-        "MessageRetentionPeriod": str(_DLQ_RETENTION_SECONDS)
+        "MessageRetentionPeriod": str(_DLQ_RETENTION_SECONDS),
+        **_fifo_attributes(name, settings),
     }
-    if name.endswith(".fifo"):
-        attributes["FifoQueue"] = "true"
     if url is None:
         url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
         result.say("dlq", url, "created")
@@ -109,12 +123,14 @@ async def _ensure_dlq(sqs: SQSClient, name: str, result: Provisioned) -> None:
     result.dlq_url, result.dlq_arn = url, await _queue_arn(sqs, url)
 
 
-async def _ensure_topic(sns: SNSClient, name: str, result: Provisioned) -> None:
+async def _ensure_topic(sns: SNSClient, settings: Settings, name: str, result: Provisioned) -> None:
     existing: set[str] = set()
     paginator = sns.get_paginator("list_topics")
     async for page in paginator.paginate():
         existing.update(topic["TopicArn"] for topic in page.get("Topics", []))
     attributes = {"FifoTopic": "true"} if name.endswith(".fifo") else {}
+    if attributes and settings.content_based_deduplication:
+        attributes["ContentBasedDeduplication"] = "true"
     arn = (await sns.create_topic(Name=name, Attributes=attributes))["TopicArn"]
     result.topic_arn = arn
     result.say("topic", arn, "found" if arn in existing else "created")
@@ -131,9 +147,8 @@ async def _ensure_queue(sqs: SQSClient, settings: Settings, name: str, result: P
             "ReceiveMessageWaitTimeSeconds": "20",
             "RedrivePolicy": redrive,
             "SqsManagedSseEnabled": "true",
+            **_fifo_attributes(name, settings),
         }
-        if name.endswith(".fifo"):
-            attributes["FifoQueue"] = "true"
         url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
         result.say("queue", url, "created")
     else:
@@ -194,8 +209,8 @@ async def provision(settings: Settings) -> Provisioned:
     result = Provisioned()
     try:
         async with open_sqs(settings) as sqs, open_sns(settings) as sns:
-            await _ensure_dlq(sqs, dlq, result)
-            await _ensure_topic(sns, topic, result)
+            await _ensure_dlq(sqs, settings, dlq, result)
+            await _ensure_topic(sns, settings, topic, result)
             await _ensure_queue(sqs, settings, queue, result)
             await _ensure_subscription(sns, settings, result)
     except (ConfigurationError, StartupError):

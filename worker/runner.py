@@ -1,28 +1,35 @@
 """The runner: starts the handler on what the pollers received, and settles each outcome.
 
-Every received message is leased, grouped into batches of the handler type's size, and started
-at once: the pollers only ask for as many messages as there are free slots, so nothing waits in a
-local buffer. Each outcome goes to the settler: success is deleted, failure waits out the retry
-backoff, a non-retryable failure is released at once. Tasks are kept in a set so that they cannot
-be garbage-collected while they run.
+Every received message is leased at once, filtered (``WORKER_FILTER_CRITERIA``: what matches no
+pattern is deleted unhandled, as on Lambda), grouped into handler calls and started: the pollers
+only ask for as many messages as there are free slots, so nothing waits in a local buffer. Each
+outcome goes to the settler: success is deleted, failure waits out the retry backoff, a
+non-retryable failure is released at once. Tasks are kept in a set so that they cannot be
+garbage-collected while they run.
+
+On a FIFO queue, messages of one MessageGroupId are handled one at a time, in order, while other
+groups run in parallel; when one fails, the later messages of its group in hand are released
+unhandled, so that the group is retried in order (Lambda's rule).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from worker.backoff import RetryDelay
 from worker.capacity import Capacity
+from worker.filtering import FilterCriteria
 from worker.handlers import Adapter, Invocation
 from worker.lease import Lease, LeaseKeeper
 from worker.metrics import Metrics
-from worker.outcome import Failure, FailureReason, Outcome
+from worker.outcome import HELD_FOR_ORDER, Failure, FailureReason, Outcome, Released
 from worker.settler import Settler
+from worker.sqs import MAX_BATCH
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -31,7 +38,7 @@ log = structlog.get_logger("worker.runner")
 
 
 class Runner:
-    """Runs batches of leased messages through the adapter under the slots the pollers took."""
+    """Runs handler calls on leased messages under the slots the pollers took."""
 
     def __init__(
         self,
@@ -45,6 +52,8 @@ class Runner:
         budget: float,
         batch_size: int,
         queue_name: str,
+        fifo: bool = False,
+        criteria: FilterCriteria | None = None,
         log_bodies: bool = False,
     ) -> None:
         self._adapter = adapter
@@ -56,11 +65,13 @@ class Runner:
         self._budget = budget
         self.batch_size = batch_size
         self._queue_name = queue_name
+        self.fifo = fifo
+        self._criteria = criteria
         self._log_bodies = log_bodies
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.last_arrival = time.monotonic()
-        self.counts: dict[str, int] = {"received": 0, "succeeded": 0, "failed": 0}
+        self.counts: dict[str, int] = {"received": 0, "succeeded": 0, "failed": 0, "filtered": 0}
         self.failures: dict[FailureReason, int] = dict.fromkeys(FailureReason, 0)
 
     @property
@@ -68,37 +79,81 @@ class Runner:
         """Handler calls in progress (abandoned ones included)."""
         return len(self._tasks)
 
-    def submit(self, messages: Sequence[MessageTypeDef], slots: int) -> None:
-        """Start the handler on messages a poller received with ``slots`` slots in hand."""
+    @property
+    def slots_per_receive(self) -> int:
+        """How many slots a poller takes for one receive.
+
+        A slot runs one handler call. Message handlers take a slot per message (up to ten a
+        receive); Lambda handlers a slot per batch. On a FIFO queue a Lambda batch is exactly
+        one receive, so that no group is split across two calls that could run at once.
+        """
+        if self.fifo and self.batch_size > 1:
+            return 1
+        return max(1, MAX_BATCH // min(self.batch_size, MAX_BATCH))
+
+    def messages_for(self, slots: int) -> int:
+        """How many messages to ask for with ``slots`` slots in hand."""
+        return max(1, min(MAX_BATCH, slots * self.batch_size))
+
+    def lease(self, messages: Sequence[MessageTypeDef]) -> list[Lease]:
+        """Lease messages just received; delete those the filter criteria reject."""
+        if not messages:
+            return []
         received_at = time.monotonic()
-        leases = [self._keeper.take(raw, received_at) for raw in messages]
-        batches = [
-            leases[start : start + self.batch_size]
-            for start in range(0, len(leases), self.batch_size)
-        ]
-        self._capacity.release(slots - len(batches))
-        if leases:
-            self.last_arrival = received_at
-            self.counts["received"] += len(leases)
-            self._metrics.received.inc(len(leases))
-            for lease in leases:
-                log.debug(
-                    "message.received",
-                    queue=self._queue_name,
-                    message_id=lease.message_id,
-                    receive_count=lease.receive_count,
-                )
+        self.last_arrival = received_at
+        self.counts["received"] += len(messages)
+        self._metrics.received.inc(len(messages))
+        leases = []
+        for raw in messages:
+            lease = self._keeper.take(raw, received_at)
+            log.debug(
+                "message.received",
+                queue=self._queue_name,
+                message_id=lease.message_id,
+                receive_count=lease.receive_count,
+            )
+            if self._criteria is not None and not self._criteria.matches(
+                {"body": raw.get("Body", "")}
+            ):
+                self.counts["filtered"] += 1
+                self._metrics.filtered.inc()
+                log.debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
+                self._settler.delete(lease)
+                continue
+            leases.append(lease)
+        return leases
+
+    def submit(self, messages: Sequence[MessageTypeDef], slots: int) -> None:
+        """Lease what a poller received with ``slots`` slots in hand, and start the handler."""
+        self.start(self.lease(messages), slots)
+
+    def start(self, leases: list[Lease], slots: int) -> None:
+        """Start handler calls on ``leases``; gives back the slots they do not need."""
+        run: Callable[[list[Lease]], Coroutine[Any, Any, None]]
+        if self.fifo and self.batch_size == 1:
+            units = list(_by_group(leases).values())
+            run = self._run_chain
+        else:
+            size = len(leases) if self.fifo else self.batch_size
+            units = [leases[i : i + size] for i in range(0, len(leases), max(1, size))]
+            run = self._run
+        self._capacity.release(slots - len(units))
         if self._closed:
             # Shutting down: a long poll that was already open returned these. Give them back.
-            for lease in leases:
-                self._settler.release(lease, reason="shutdown")
-            self._capacity.release(len(batches))
+            self.give_back(leases)
+            self._capacity.release(len(units))
             return
         loop = asyncio.get_running_loop()
-        for batch in batches:
-            task = loop.create_task(self._run(batch))
+        for unit in units:
+            task = loop.create_task(run(unit))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def give_back(self, leases: Sequence[Lease]) -> None:
+        """Release leases that will not be handled (shutting down)."""
+        for lease in leases:
+            if not lease.settling:
+                self._settler.release(lease, reason="shutdown")
 
     def close(self) -> None:
         """Start no more handlers; what arrives from now on is released."""
@@ -129,6 +184,26 @@ class Runner:
         finally:
             self._capacity.release(1)
 
+    async def _run_chain(self, chain: list[Lease]) -> None:
+        """One FIFO group's messages, one at a time, in order, under one slot."""
+        try:
+            for index, lease in enumerate(chain):
+                if self._closed:
+                    self.give_back(chain[index:])
+                    return
+                invocation = await self._invoke([lease])
+                if invocation.running is not None:
+                    await asyncio.wait({invocation.running})
+                if invocation.outcomes[0] is not None:
+                    for later in chain[index + 1 :]:
+                        self._settle(later, HELD_FOR_ORDER, 0.0, in_batch=True)
+                    return
+        except asyncio.CancelledError:
+            self.give_back(chain)
+            raise
+        finally:
+            self._capacity.release(1)
+
     async def _invoke(self, batch: list[Lease]) -> Invocation:
         started = time.monotonic()
         deadline = started + self._budget
@@ -139,6 +214,7 @@ class Runner:
             sent = (lease.raw.get("Attributes") or {}).get("SentTimestamp")
             if sent is not None:
                 self._metrics.message_age.observe(max(0.0, now - int(sent) / 1000))
+        self._metrics.batch_size.observe(len(batch))
         first = batch[0]
         context: dict[str, Any] = {"queue": self._queue_name}
         if len(batch) == 1:
@@ -150,17 +226,19 @@ class Runner:
                 invocation = await self._adapter(batch, deadline)
             except asyncio.CancelledError:
                 # Shutdown ran out of time: the handler was interrupted, not at fault.
-                for lease in batch:
-                    self._settler.release(lease, reason="shutdown")
+                self.give_back(batch)
                 raise
             except Exception as exc:
                 log.exception("worker.adapter_error")
                 invocation = Invocation([Failure.from_exception(exc)] * len(batch))
             duration = time.monotonic() - started
+            outcomes = invocation.outcomes
+            if self.fifo and len(batch) > 1:
+                outcomes = _hold_back_after_failures(batch, outcomes)
             self._metrics.handler_duration.labels(
-                self._queue_name, _outcome_label(invocation.outcomes)
+                self._queue_name, _outcome_label(outcomes)
             ).observe(duration)
-            for lease, outcome in zip(batch, invocation.outcomes, strict=True):
+            for lease, outcome in zip(batch, outcomes, strict=True):
                 self._settle(lease, outcome, duration, in_batch=len(batch) > 1)
         return invocation
 
@@ -175,6 +253,9 @@ class Runner:
             self._metrics.succeeded.inc()
             log.debug("message.succeeded", duration_seconds=round(duration, 6), **extra)
             self._settler.delete(lease)
+            return
+        if isinstance(outcome, Released):
+            self._settler.release(lease, reason=outcome.reason)
             return
         self.counts["failed"] += 1
         self.failures[outcome.reason] += 1
@@ -195,9 +276,35 @@ class Runner:
             self._settler.retry(lease, delay)
 
 
+def _group_of(lease: Lease) -> str:
+    return str((lease.raw.get("Attributes") or {}).get("MessageGroupId", ""))
+
+
+def _by_group(leases: Sequence[Lease]) -> dict[str, list[Lease]]:
+    groups: dict[str, list[Lease]] = {}
+    for lease in leases:
+        groups.setdefault(_group_of(lease), []).append(lease)
+    return groups
+
+
+def _hold_back_after_failures(batch: Sequence[Lease], outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Lambda's FIFO rule: after a failed record, the later records of its group fail too."""
+    failed_groups: set[str] = set()
+    result: list[Outcome] = []
+    for lease, outcome in zip(batch, outcomes, strict=True):
+        group = _group_of(lease)
+        if group in failed_groups:
+            result.append(HELD_FOR_ORDER)
+            continue
+        if isinstance(outcome, Failure):
+            failed_groups.add(group)
+        result.append(outcome)
+    return result
+
+
 def _outcome_label(outcomes: Sequence[Outcome]) -> str:
     """One label per call: ``success``, a failure reason, or ``partial`` for a mixed batch."""
-    failures = [outcome for outcome in outcomes if outcome is not None]
+    failures = [outcome for outcome in outcomes if isinstance(outcome, Failure)]
     if not failures:
         return "success"
     if len(failures) < len(outcomes):

@@ -131,7 +131,7 @@ class Settler:
         self._changes.put(_Entry(lease, Settlement.RETRY, seconds))
 
     def release(self, lease: Lease, *, reason: str) -> None:
-        """Give the message back to the queue now (``reason``: shutdown, non_retryable)."""
+        """Give the message back now (``reason``: shutdown, non_retryable, fifo_order)."""
         lease.settling = True
         self._changes.put(_Entry(lease, Settlement.RELEASE, 0, reason))
 
@@ -207,10 +207,7 @@ class Settler:
             )
         else:
             self.counts["released"] += 1
-            if entry.reason == "shutdown":
-                self._metrics.released_on_shutdown.inc()
-            else:
-                self._metrics.released_non_retryable.inc()
+            self._metrics.released[entry.reason].inc()
             self._log.info(
                 "message.released",
                 message_id=lease.message_id,

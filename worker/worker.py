@@ -30,16 +30,30 @@ from worker.capacity import Capacity
 from worker.config import BackoffMode, HandlerType, Settings
 from worker.depth import QueueDepth
 from worker.errors import ConfigurationError, StartupError
+from worker.filtering import FilterCriteria
 from worker.handlers import Adapter, Handler, LambdaAdapter, MessageAdapter, load_handler
 from worker.health import Health, heartbeat
 from worker.http import StatusServer
 from worker.invoke import Caller
+from worker.lambda_env import (
+    FunctionIdentity,
+    apply_environment,
+    container_memory_mb,
+    lambda_environment,
+)
 from worker.lease import Lease, LeaseKeeper
 from worker.metrics import Metrics
 from worker.poller import Poller
 from worker.runner import Runner
 from worker.settler import Settler
-from worker.sqs import QueueInfo, SqsQueue, describe_failure, describe_queue, open_sqs
+from worker.sqs import (
+    MAX_BATCH,
+    QueueInfo,
+    SqsQueue,
+    describe_failure,
+    describe_queue,
+    open_sqs,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -115,8 +129,13 @@ class Worker:
             budget=settings.max_processing_seconds,
             batch_size=settings.batch_size_for_type,
             queue_name=info.name,
+            fifo=info.fifo,
+            criteria=(
+                FilterCriteria.parse(settings.filter_criteria) if settings.filter_criteria else None
+            ),
             log_bodies=settings.log_message_bodies,
         )
+        carry: list[Lease] = []
         self.pollers = [
             Poller(
                 self.queue,
@@ -124,6 +143,12 @@ class Worker:
                 runner=self.runner,
                 wait_seconds=settings.wait_time_seconds,
                 visibility_timeout=settings.visibility_timeout,
+                batching_window=(
+                    settings.max_batching_window
+                    if settings.handler_type is HandlerType.LAMBDA
+                    else 0.0
+                ),
+                carry=carry,
             )
             for _ in range(settings.poller_count)
         ]
@@ -263,10 +288,43 @@ class Worker:
             await asyncio.sleep(remaining if remaining > 0 else idle_seconds)
 
 
+def function_identity(settings: Settings, info: QueueInfo) -> FunctionIdentity:
+    """What a Lambda handler's context and environment say it is."""
+    return FunctionIdentity(
+        function_name=settings.function_name or info.name.removesuffix(".fifo"),
+        memory_limit_in_mb=settings.memory_limit_in_mb or container_memory_mb(),
+        region=info.region,
+        account=info.arn.split(":")[4],
+    )
+
+
+def check_queue_kind(settings: Settings, info: QueueInfo) -> None:
+    """Lambda's limits on FIFO queues: batches of at most ten, and no batching window."""
+    if not info.fifo or settings.handler_type is not HandlerType.LAMBDA:
+        return
+    problems = []
+    if settings.batch_size > MAX_BATCH:
+        problems.append(f"WORKER_BATCH_SIZE: at most 10 on a FIFO queue ({info.name})")
+    if settings.max_batching_window > 0:
+        problems.append(f"WORKER_MAX_BATCHING_WINDOW: FIFO queues have none ({info.name})")
+    if problems:
+        raise ConfigurationError(problems)
+
+
 def build_adapter(
     settings: Settings, info: QueueInfo, caller: Caller, function: Handler | None = None
 ) -> Adapter:
-    """The adapter for the configured handler type, around ``function`` or the named one."""
+    """The adapter for the configured handler type, around ``function`` or the named one.
+
+    For Lambda handlers, the Lambda runtime's environment variables are set (where not set
+    already) before the handler's module is imported, since modules read them on import.
+    """
+    identity = function_identity(settings, info)
+    if settings.handler_type is HandlerType.LAMBDA:
+        added = apply_environment(
+            lambda_environment(identity, handler=settings.handler, task_root=settings.handler_path)
+        )
+        log.debug("worker.lambda_environment", set=added)
     if function is None:
         if settings.handler is None:
             raise ConfigurationError(["WORKER_HANDLER: required (package.module:function)"])
@@ -276,9 +334,7 @@ def build_adapter(
             function,
             caller,
             queue_arn=info.arn,
-            region=info.region,
-            function_name=settings.function_name or info.name,
-            memory_limit_in_mb=settings.memory_limit_in_mb,
+            identity=identity,
             report_batch_item_failures=settings.report_batch_item_failures,
         )
     return MessageAdapter(function, caller, queue_url=info.url, envelope=settings.sns_envelope)
@@ -368,6 +424,7 @@ async def _consume(  # noqa: PLR0917 -- private; serve's pieces, passed on
     async with open_sqs(settings, pool=settings.poller_count + 16) as client:
         info = await connect(settings, client)
         check_dead_letter_queue(settings, info)
+        check_queue_kind(settings, info)
         adapter = build_adapter(settings, info, caller, handler)
         worker = Worker(
             settings,

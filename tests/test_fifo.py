@@ -1,0 +1,210 @@
+"""FIFO queues: a group's messages one at a time and in order, groups in parallel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.support import REGION, eventually, running_worker
+from tests.test_process import _spawn
+from worker import Message
+from worker.config import HandlerType, Settings
+from worker.provision import Provisioned, provision
+from worker.sqs import open_sns, open_sqs
+
+
+async def fifo_queues(endpoint: str, **extra: Any) -> tuple[Settings, Provisioned]:
+    """A FIFO topic, queue and DLQ, made by ``worker provision --fifo``."""
+    base = Settings(endpoint_url=endpoint, region=REGION, http_port=0, wait_time_seconds=1)
+    made = await provision(
+        base.model_copy(update={"queue_name": f"f-{uuid.uuid4().hex[:10]}", "fifo": True, **extra})
+    )
+    settings = base.model_copy(
+        update={
+            "queue_url": made.queue_url,
+            "backoff_base_seconds": 0.1,
+            "backoff_max_seconds": 0.1,
+            "settle_flush_seconds": 0.02,
+            "shutdown_timeout": 5.0,
+        }
+    )
+    return settings, made
+
+
+async def publish_groups(settings: Settings, topic_arn: str, groups: dict[str, int]) -> None:
+    """Publish ``count`` numbered messages per group, in order, through the FIFO topic."""
+    async with open_sns(settings) as sns:
+        for number in range(max(groups.values())):
+            for group, count in groups.items():
+                if number < count:
+                    body = json.dumps({"group": group, "n": number})
+                    await sns.publish(
+                        TopicArn=topic_arn,
+                        Message=body,
+                        MessageGroupId=group,
+                        MessageDeduplicationId=f"{group}-{number}",
+                    )
+
+
+class Journal:
+    """Records, per group, the order handlers started and ended, and the overlap between them."""
+
+    def __init__(self) -> None:
+        self.handled: dict[str, list[int]] = {}
+        self.active: dict[str, int] = {}
+        self.overlap_within_group = False
+        self.most_groups_at_once = 0
+
+    def enter(self, message: Message) -> tuple[str, int]:
+        item = message.json()
+        group, number = item["group"], item["n"]
+        if self.active.get(group):
+            self.overlap_within_group = True
+        self.active[group] = self.active.get(group, 0) + 1
+        running = sum(1 for n in self.active.values() if n)
+        self.most_groups_at_once = max(self.most_groups_at_once, running)
+        return group, number
+
+    def leave(self, group: str, number: int, *, handled: bool) -> None:
+        self.active[group] -= 1
+        if handled:
+            self.handled.setdefault(group, []).append(number)
+
+
+class TestOrder:
+    """Messages of one group are handled one at a time, in order, while groups run in parallel."""
+
+    async def test_groups_in_order_and_in_parallel(self, moto_endpoint: str) -> None:
+        settings, made = await fifo_queues(moto_endpoint)
+        journal = Journal()
+
+        async def handler(message: Message) -> None:
+            group, number = journal.enter(message)
+            await asyncio.sleep(0.05)
+            journal.leave(group, number, handled=True)
+
+        groups = {"a": 6, "b": 6, "c": 6}
+        await publish_groups(settings, made.topic_arn, groups)
+        async with running_worker(settings.model_copy(update={"concurrency": 6}), handler):
+            await eventually(lambda: sum(map(len, journal.handled.values())) == 18, timeout=60)
+        assert journal.handled == {group: list(range(6)) for group in groups}
+        assert not journal.overlap_within_group
+        assert journal.most_groups_at_once > 1
+
+    async def test_a_failure_holds_its_group_back_and_keeps_order(self, moto_endpoint: str) -> None:
+        settings, made = await fifo_queues(moto_endpoint)
+        journal = Journal()
+        failed_once: set[int] = set()
+
+        async def handler(message: Message) -> None:
+            group, number = journal.enter(message)
+            if group == "a" and number == 2 and number not in failed_once:
+                failed_once.add(number)
+                journal.leave(group, number, handled=False)
+                raise RuntimeError("transient")
+            journal.leave(group, number, handled=True)
+
+        await publish_groups(settings, made.topic_arn, {"a": 5, "b": 3})
+        async with running_worker(settings, handler) as running:
+            await eventually(lambda: sum(map(len, journal.handled.values())) == 8, timeout=60)
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        assert journal.handled == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2]}  # each once, in order
+        assert running.report.failures == {"handler_error": 1}
+
+
+class TestLambdaFifo:
+    """For a Lambda handler, a batch item failure fails the records after it in its group."""
+
+    async def test_batch_item_failure_fails_the_rest_of_its_group(self, moto_endpoint: str) -> None:
+        settings, made = await fifo_queues(moto_endpoint)
+        seen: list[list[tuple[str, int]]] = []
+        failed: set[int] = set()
+
+        def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            records = [(json.loads(json.loads(r["body"])["Message"]), r) for r in event["Records"]]
+            seen.append([(item["group"], item["n"]) for item, _ in records])
+            failures = []
+            for item, record in records:
+                if item["group"] == "a" and item["n"] == 1 and 1 not in failed:
+                    failed.add(1)
+                    # Report only this one: the worker must fail the later "a" records itself.
+                    failures.append({"itemIdentifier": record["messageId"]})
+            return {"batchItemFailures": failures}
+
+        await publish_groups(settings, made.topic_arn, {"a": 4, "b": 2})
+        lambda_settings = settings.model_copy(
+            update={"handler_type": HandlerType.LAMBDA, "batch_size": 10}
+        )
+        async with running_worker(lambda_settings, lambda_handler) as running:
+
+            def all_done() -> bool:
+                done = [pair for batch in seen for pair in batch]
+                return sum(1 for pair in done if pair[0] == "a") >= 4 + 3 - 1
+
+            await eventually(all_done, timeout=60)
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        handled_a = [n for batch in seen for g, n in batch if g == "a"]
+        # First pass 0,1,2,3 (1 fails, 2 and 3 are held back), then 1,2,3 again, in order.
+        assert handled_a[:4] == [0, 1, 2, 3]
+        assert handled_a[4:] == [1, 2, 3]
+        assert running.report.released == 2  # records 2 and 3, held for order
+        assert running.report.deleted == 6
+
+
+class TestProvisionAndPublish:
+    """``provision --fifo`` makes FIFO resources; ``publish`` takes group and dedup ids."""
+
+    async def test_fifo_resources(self, moto_endpoint: str) -> None:
+        settings, made = await fifo_queues(moto_endpoint, content_based_deduplication=True)
+        assert made.queue_url.endswith(".fifo")
+        assert made.dlq_url.endswith("-dlq.fifo")
+        assert made.topic_arn.endswith(".fifo")
+        async with open_sqs(settings) as sqs:
+            attributes = (
+                await sqs.get_queue_attributes(QueueUrl=made.queue_url, AttributeNames=["All"])
+            )["Attributes"]
+        assert attributes["FifoQueue"] == "true"
+        assert attributes["ContentBasedDeduplication"] == "true"
+
+    async def test_publish_with_group_and_dedup_ids(self, moto_endpoint: str) -> None:
+        settings, made = await fifo_queues(moto_endpoint)
+        stamp = str(time.monotonic_ns())
+        with tempfile.TemporaryDirectory() as tmp:
+            async with _spawn(
+                Path(tmp),
+                (
+                    "publish",
+                    "--topic",
+                    made.topic_arn,
+                    "--group-id",
+                    "orders-7",
+                    "--dedup-id",
+                    stamp,
+                    "--endpoint-url",
+                    moto_endpoint,
+                    "first",
+                    "second",
+                ),
+                {},
+                stdin=None,
+            ) as publisher:
+                assert await publisher.exit_code() == 0
+        async with open_sqs(settings) as sqs:
+            response = await sqs.receive_message(
+                QueueUrl=made.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["All"],
+            )
+        messages = response.get("Messages", [])
+        assert [json.loads(m["Body"])["Message"] for m in messages] == ["first", "second"]
+        assert {m["Attributes"]["MessageGroupId"] for m in messages} == {"orders-7"}
+        assert [m["Attributes"]["MessageDeduplicationId"] for m in messages] == [
+            f"{stamp}-1",
+            f"{stamp}-2",
+        ]
