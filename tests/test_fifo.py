@@ -117,6 +117,26 @@ class TestOrder:
         assert running.report.failures == {"handler_error": 1}
 
 
+class TestShutdown:
+    """Stopping mid-group releases the group's unstarted messages; they come back in order."""
+
+    async def test_group_resumes_in_order_after_a_stop(self, moto_endpoint: str) -> None:
+        settings, made = await fifo_queues(moto_endpoint)
+        order: list[int] = []
+
+        async def slow(message: Message) -> None:
+            await asyncio.sleep(0.3)
+            order.append(message.json()["n"])
+
+        await publish_groups(settings, made.topic_arn, {"a": 6})
+        async with running_worker(settings, slow) as first:
+            await eventually(lambda: len(order) >= 2)
+        assert first.report.released >= 1  # what was in hand and not started went back
+        async with running_worker(settings, slow):
+            await eventually(lambda: len(order) == 6, timeout=30)
+        assert order == [0, 1, 2, 3, 4, 5]
+
+
 class TestLambdaFifo:
     """For a Lambda handler, a batch item failure fails the records after it in its group."""
 
