@@ -17,7 +17,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,6 +98,11 @@ class Settings(BaseSettings):
     queue_url: str | None = None
     queue_name: str | None = None
     endpoint_url: str | None = None
+    # Credentials for the worker's own SQS and SNS calls, for when they must differ from the
+    # ones the handler's code finds in AWS_* (the standard chain is used when these are unset).
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
     region: str | None = Field(
         default=None,
         # The field's own name still works in the file and in flags (populate_by_name).
@@ -204,6 +216,10 @@ class Settings(BaseSettings):
     def _consistent(self) -> Self:
         if self.queue_url and self.queue_name:
             raise ValueError("set WORKER_QUEUE_URL or WORKER_QUEUE_NAME, not both")
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError(
+                "set both WORKER_AWS_ACCESS_KEY_ID and WORKER_AWS_SECRET_ACCESS_KEY, or neither"
+            )
         if self.batch_size > 10 and self.max_batching_window < 1:
             # Lambda's rule: one receive returns at most ten messages, so a larger batch can
             # only be gathered over time.
@@ -215,6 +231,18 @@ class Settings(BaseSettings):
                 "WORKER_BACKOFF_BASE_SECONDS must not exceed WORKER_BACKOFF_MAX_SECONDS"
             )
         return self
+
+    def client_credentials(self) -> tuple[str | None, str | None, str | None]:
+        """(key id, secret key, session token) for AWS clients; all ``None``: the standard chain."""
+
+        def reveal(secret: SecretStr | None) -> str | None:
+            return None if secret is None else secret.get_secret_value()
+
+        return (
+            reveal(self.aws_access_key_id),
+            reveal(self.aws_secret_access_key),
+            reveal(self.aws_session_token),
+        )
 
     @property
     def queue(self) -> str | None:
@@ -236,6 +264,9 @@ class Settings(BaseSettings):
     def batch_size_for_type(self) -> int:
         """Messages per handler call: one for message handlers, the batch size for Lambda ones."""
         return self.batch_size if self.handler_type is HandlerType.LAMBDA else 1
+
+
+_SECRET_FIELDS = frozenset({"aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
 
 
 def env_name(field: str) -> str:
@@ -271,7 +302,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return f"{field}: unknown setting in the configuration file"
     shown = error.get("input")
-    got = f" (got {shown!r})" if isinstance(shown, str | int | float | bool) else ""
+    secret = field in _SECRET_FIELDS
+    got = f" (got {shown!r})" if isinstance(shown, str | int | float | bool) and not secret else ""
     return f"{where}: {message}{got}"
 
 

@@ -101,10 +101,14 @@ async def open_sqs(
 ) -> AsyncIterator[SQSClient]:
     """An SQS client for the configured region and endpoint."""
     session = get_session()
+    key_id, secret_key, token = settings.client_credentials()
     async with session.create_client(
         "sqs",
         region_name=region_of(settings),
         endpoint_url=settings.endpoint_url,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret_key,
+        aws_session_token=token,
         config=client_config(settings, pool=pool, max_attempts=max_attempts),
     ) as client:
         yield client
@@ -114,10 +118,14 @@ async def open_sqs(
 async def open_sns(settings: Settings) -> AsyncIterator[SNSClient]:
     """An SNS client for the configured region and endpoint."""
     session = get_session()
+    key_id, secret_key, token = settings.client_credentials()
     async with session.create_client(
         "sns",
         region_name=region_of(settings),
         endpoint_url=settings.endpoint_url,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret_key,
+        aws_session_token=token,
         config=client_config(settings),
     ) as client:
         yield client

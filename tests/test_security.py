@@ -1,0 +1,141 @@
+"""What the worker keeps to itself: bodies and secrets out of logs, a narrow status server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.support import Queues, eventually, running_worker, send
+from worker import Message
+from worker.config import LogFormat, LogLevel, Settings, load_settings
+from worker.errors import ConfigurationError
+from worker.logs import configure_logging
+from worker.provision import topic_only_policy
+
+BODY_MARKER = "card-4111-1111-1111-1111"
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"  # noqa: S105 -- a made-up key to look for
+
+
+async def failing(message: Message) -> None:
+    """Fails every message, so that failure lines (the ones that may carry a body) are logged."""
+    raise ValueError("declined")
+
+
+async def logs_of_a_failing_run(queues: Queues, **overrides: object) -> str:
+    stream = io.StringIO()
+    configure_logging(LogLevel.DEBUG, LogFormat.JSON, stream=stream)
+    await send(queues, json.dumps({"payment": BODY_MARKER}))
+    async with running_worker(queues.settings(**overrides), failing) as running:
+        await eventually(lambda: running.worker.runner.counts["failed"] >= 1)
+    return stream.getvalue()
+
+
+class TestLogs:
+    """Message bodies are not logged unless asked for; secrets never are."""
+
+    async def test_no_body_in_logs_by_default(self, queues: Queues) -> None:
+        logs = await logs_of_a_failing_run(queues)
+        assert '"event": "message.failed"' in logs
+        assert BODY_MARKER not in logs
+
+    async def test_bodies_only_when_enabled(self, queues: Queues) -> None:
+        logs = await logs_of_a_failing_run(queues, log_message_bodies=True)
+        failed = [json.loads(line) for line in logs.splitlines() if "message.failed" in line]
+        assert BODY_MARKER in failed[0]["body"]
+
+    async def test_credentials_given_to_the_worker_stay_out_of_logs(self, queues: Queues) -> None:
+        logs = await logs_of_a_failing_run(
+            queues, aws_access_key_id="AKIAEXAMPLEWORKER", aws_secret_access_key=SECRET
+        )
+        assert '"event": "worker.started"' in logs
+        assert SECRET not in logs
+
+
+class TestSecrets:
+    """Configuration secrets are SecretStr: masked when shown, revealed only to the client."""
+
+    def test_masked_in_repr_and_dumps(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WORKER_AWS_ACCESS_KEY_ID", "AKIAEXAMPLEWORKER")
+        monkeypatch.setenv("WORKER_AWS_SECRET_ACCESS_KEY", SECRET)
+        settings = load_settings()
+        for shown in (repr(settings), str(settings), settings.model_dump_json()):
+            assert SECRET not in shown
+        assert settings.client_credentials() == ("AKIAEXAMPLEWORKER", SECRET, None)
+
+    def test_errors_do_not_echo_secrets(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WORKER_AWS_SECRET_ACCESS_KEY", SECRET)
+        with pytest.raises(ConfigurationError) as raised:
+            load_settings()
+        assert raised.value.problems == [
+            "set both WORKER_AWS_ACCESS_KEY_ID and WORKER_AWS_SECRET_ACCESS_KEY, or neither"
+        ]
+        assert SECRET not in str(raised.value)
+
+    def test_standard_chain_when_unset(self) -> None:
+        assert Settings().client_credentials() == (None, None, None)
+
+
+class TestStatusServer:
+    """The status server listens where it is told, and answers nothing but its three paths."""
+
+    async def test_binds_the_configured_address(self, queues: Queues) -> None:
+        async with running_worker(queues.settings(http_host="127.0.0.1"), failing) as running:
+            port = running.worker.http_port
+            assert port is not None
+
+            def get(host: str) -> int:
+                try:
+                    with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2) as r:
+                        return int(r.status)
+                except urllib.error.URLError:
+                    return -1
+
+            assert await asyncio.to_thread(get, "127.0.0.1") == 200
+            # Another loopback address of this machine: nothing listens there.
+            assert await asyncio.to_thread(get, "127.0.0.2") == -1
+
+    async def test_only_metrics_and_health(self, queues: Queues) -> None:
+        async with running_worker(queues.settings(), failing) as running:
+            port = running.worker.http_port
+
+            def status(path: str, method: str = "GET") -> int:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}{path}", method=method
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+                        return int(response.status)
+                except urllib.error.HTTPError as exc:
+                    return exc.code
+
+            for path in ("/", "/debug", "/metrics.json", "/../etc/passwd", "/healthz/x"):
+                assert await asyncio.to_thread(status, path) == 404, path
+            assert await asyncio.to_thread(status, "/metrics", "POST") == 501
+            assert await asyncio.to_thread(status, "/healthz", "DELETE") == 501
+
+
+class TestQueuePolicy:
+    """``worker provision`` lets only the subscribed topic send to the queue.
+
+    moto does not enforce queue policies (nor does LocalStack without IAM enforcement), so the
+    refusal of another principal cannot be shown against the emulator; the policy document is
+    checked instead, and the README says so.
+    """
+
+    def test_only_the_topic_may_send(self) -> None:
+        queue = "arn:aws:sqs:eu-west-1:123456789012:orders"
+        topic = "arn:aws:sns:eu-west-1:123456789012:orders"
+        (statement,) = json.loads(topic_only_policy(queue, topic))["Statement"]
+        assert statement == {
+            "Sid": "AllowOnlyTheTopic",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
+        }
