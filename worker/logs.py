@@ -34,7 +34,8 @@ def configure_logging(
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # A person at a terminal reads the time of day; collectors get the full UTC instant.
+        structlog.processors.TimeStamper(fmt="%H:%M:%S" if readable else "iso", utc=not readable),
     ]
     renderer: structlog.types.Processor
     if readable:
