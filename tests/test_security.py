@@ -104,9 +104,7 @@ class TestStatusServer:
             port = running.worker.http_port
 
             def status(path: str, method: str = "GET") -> int:
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}{path}", method=method
-                )
+                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
                 try:
                     with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
                         return int(response.status)
