@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import nullcontext
 from typing import TextIO
 
 import structlog
@@ -21,6 +22,26 @@ _LEVELS = {
     LogLevel.WARNING: logging.WARNING,
     LogLevel.ERROR: logging.ERROR,
 }
+
+
+class _LineWriter:
+    """structlog's output: each line written whole, under the stdlib handler's lock.
+
+    structlog and the standard library (botocore, handlers that use ``logging``) write to the same
+    stream from the event loop and from handler threads. Sharing the handler's lock, and writing
+    a line in a single call, keeps every line whole.
+    """
+
+    def __init__(self, handler: logging.StreamHandler[TextIO]) -> None:
+        self._handler = handler
+
+    def msg(self, message: str) -> None:
+        """Write one line."""
+        with self._handler.lock or nullcontext():
+            self._handler.stream.write(message + "\n")
+            self._handler.stream.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
 def configure_logging(
@@ -43,13 +64,14 @@ def configure_logging(
     else:
         shared.append(structlog.processors.dict_tracebacks)
         renderer = structlog.processors.JSONRenderer()
+    handler = logging.StreamHandler(stream)
+    writer = _LineWriter(handler)
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

@@ -92,7 +92,9 @@ class Message:
         if self._json is _UNSET:
             try:
                 self._json = json.loads(self.body)
-            except (json.JSONDecodeError, RecursionError) as exc:
+            # ValueError, not only JSONDecodeError: an integer past Python's 4,300-digit limit
+            # raises the plain kind.
+            except (ValueError, RecursionError) as exc:
                 raise MalformedMessageError(f"message body is not JSON: {exc}") from None
         return self._json
 
@@ -167,7 +169,7 @@ def _envelope_of(body: str, mode: EnvelopeMode) -> dict[str, Any] | None:
         return None
     try:
         document = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise MalformedMessageError(f"SNS envelope is not valid JSON: {exc}") from None
     kind = document.get("Type") if isinstance(document, dict) else None
     if kind == "Notification":

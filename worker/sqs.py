@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from worker.metrics import Metrics
 
 _Response = TypeVar("_Response", bound=Mapping[str, Any])
+_Client = TypeVar("_Client")
 
 MAX_BATCH = 10  # SQS takes at most ten entries per batch call and returns at most ten messages
 _REGION_IN_URL = re.compile(r"^https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
@@ -95,40 +97,52 @@ def client_config(settings: Settings, *, pool: int = 10, max_attempts: int = 5) 
     )
 
 
+async def _entered(stack: AsyncExitStack, creating: AsyncContextManager[_Client]) -> _Client:
+    """Create a client; a region botocore refuses is a start-up error, not a traceback."""
+    try:
+        return await stack.enter_async_context(creating)
+    except (botocore.exceptions.InvalidRegionError, botocore.exceptions.NoRegionError) as exc:
+        raise StartupError(describe_failure(exc)) from None
+
+
 @asynccontextmanager
 async def open_sqs(
     settings: Settings, *, pool: int = 10, max_attempts: int = 5
 ) -> AsyncIterator[SQSClient]:
     """An SQS client for the configured region and endpoint."""
-    session = get_session()
     key_id, secret_key, token = settings.client_credentials()
-    async with session.create_client(
-        "sqs",
-        region_name=region_of(settings),
-        endpoint_url=settings.endpoint_url,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret_key,
-        aws_session_token=token,
-        config=client_config(settings, pool=pool, max_attempts=max_attempts),
-    ) as client:
-        yield client
+    async with AsyncExitStack() as stack:
+        yield await _entered(
+            stack,
+            get_session().create_client(
+                "sqs",
+                region_name=region_of(settings),
+                endpoint_url=settings.endpoint_url,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret_key,
+                aws_session_token=token,
+                config=client_config(settings, pool=pool, max_attempts=max_attempts),
+            ),
+        )
 
 
 @asynccontextmanager
 async def open_sns(settings: Settings) -> AsyncIterator[SNSClient]:
     """An SNS client for the configured region and endpoint."""
-    session = get_session()
     key_id, secret_key, token = settings.client_credentials()
-    async with session.create_client(
-        "sns",
-        region_name=region_of(settings),
-        endpoint_url=settings.endpoint_url,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret_key,
-        aws_session_token=token,
-        config=client_config(settings),
-    ) as client:
-        yield client
+    async with AsyncExitStack() as stack:
+        yield await _entered(
+            stack,
+            get_session().create_client(
+                "sns",
+                region_name=region_of(settings),
+                endpoint_url=settings.endpoint_url,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret_key,
+                aws_session_token=token,
+                config=client_config(settings),
+            ),
+        )
 
 
 def error_code(exc: BaseException) -> str:
@@ -138,25 +152,40 @@ def error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _describe_client_error(exc: botocore.exceptions.ClientError) -> str:
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "ClientError")
+    message = str(error.get("Message", exc)).strip()
+    if message.startswith("<") or not message:  # an HTML error page, not an AWS error
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code)
+        return f"HTTP {status}"
+    return f"{code}: {message.splitlines()[0][:300]}"
+
+
+_SETUP_PROBLEMS: dict[type[Exception], Callable[[Any], str]] = {
+    botocore.exceptions.NoCredentialsError: lambda _: (
+        "no AWS credentials found "
+        "(set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role)"
+    ),
+    botocore.exceptions.InvalidRegionError: lambda exc: (
+        f"invalid AWS region {exc.kwargs.get('region_name')!r}"
+    ),
+    botocore.exceptions.NoRegionError: lambda _: (
+        "no AWS region configured (set AWS_REGION or WORKER_REGION)"
+    ),
+    botocore.exceptions.EndpointConnectionError: lambda exc: (
+        f"cannot reach {exc.kwargs.get('endpoint_url', 'the endpoint')}"
+    ),
+}
+
+
 def describe_failure(exc: BaseException) -> str:
     """One line that says what went wrong talking to AWS."""
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return (
-            "no AWS credentials found "
-            "(set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a role)"
-        )
-    if isinstance(exc, botocore.exceptions.NoRegionError):
-        return "no AWS region configured (set AWS_REGION or WORKER_REGION)"
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
-        return f"cannot reach {exc.kwargs.get('endpoint_url', 'the endpoint')}"
+    for kind, describe in _SETUP_PROBLEMS.items():
+        if isinstance(exc, kind):
+            return describe(exc)
     if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "ClientError")
-        message = str(error.get("Message", exc)).strip()
-        if message.startswith("<") or not message:  # an HTML error page, not an AWS error
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code)
-            return f"HTTP {status}"
-        return f"{code}: {message.splitlines()[0][:300]}"
+        return _describe_client_error(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
