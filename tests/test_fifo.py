@@ -31,6 +31,11 @@ async def fifo_queues(endpoint: str, **extra: Any) -> tuple[Settings, Provisione
             "backoff_max_seconds": 0.1,
             "settle_flush_seconds": 0.02,
             "shutdown_timeout": 5.0,
+            # One poller: moto's receive takes no lock, so two concurrent receives can hand out
+            # two messages of one group at once (each copies the set of groups in flight before
+            # the other marks its message), which SQS never does. The order tests would then
+            # test moto; the worker's per-group order in one process is what they test.
+            "pollers": 1,
         }
     )
     return settings, made

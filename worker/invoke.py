@@ -44,6 +44,31 @@ def is_async(function: Callable[..., Any]) -> bool:
     )
 
 
+async def _finished_by(future: asyncio.Future[Any], deadline: float) -> bool:
+    """Wait for ``future`` until ``deadline`` (``time.monotonic``); whether it is done.
+
+    ``asyncio.wait({future}, timeout=...)`` without its sets and generators: this runs once per
+    handler call. The future is never cancelled here; cancelling the caller stops the wait.
+    """
+    if future.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(max(0.0, deadline - time.monotonic()), wake)
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    return future.done()
+
+
 async def _guarded(function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
     try:
         return await function(*args)
@@ -66,6 +91,7 @@ class Caller:
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="handler")
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._threads: set[asyncio.Future[Any]] = set()
+        self._kinds: dict[int, tuple[Callable[..., Any], bool]] = {}  # id → (function, is_async)
 
     @property
     def abandoned(self) -> int:
@@ -82,7 +108,7 @@ class Caller:
     ) -> Call:
         """Call ``function(*args)`` and wait for it until ``deadline`` (``time.monotonic``)."""
         loop = asyncio.get_running_loop()
-        if is_async(function):
+        if self._is_async(function):
             running: asyncio.Future[Any] = loop.create_task(_guarded(function, args))
         else:
             context = contextvars.copy_context()
@@ -92,7 +118,7 @@ class Caller:
             self._threads.add(running)
             running.add_done_callback(self._threads.discard)
         try:
-            done, _ = await asyncio.wait({running}, timeout=max(0.0, deadline - time.monotonic()))
+            done = await _finished_by(running, deadline)
         except asyncio.CancelledError:
             # Shutdown ran out of time: stop a coroutine; a thread cannot be stopped, so it is
             # left to finish while the process exits.
@@ -106,11 +132,20 @@ class Caller:
         error = HandlerTimeoutError("handler did not finish within its budget")
         if isinstance(running, asyncio.Task):
             running.cancel()
-            done, _ = await asyncio.wait({running}, timeout=_CANCEL_GRACE_SECONDS)
-            if done:
+            if await _finished_by(running, time.monotonic() + _CANCEL_GRACE_SECONDS):
                 return Call(error=error)
         self._abandon(running)
         return Call(error=error, running=running)
+
+    def _is_async(self, function: Callable[..., Any]) -> bool:
+        # The same handler is called for every message: inspect it once.
+        known = self._kinds.get(id(function))
+        if known is not None and known[0] is function:
+            return known[1]
+        kind = is_async(function)
+        if len(self._kinds) < 64:  # bound methods are new objects each time: do not grow
+            self._kinds[id(function)] = (function, kind)
+        return kind
 
     def _abandon(self, running: asyncio.Future[Any]) -> None:
         self._abandoned.add(running)

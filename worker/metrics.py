@@ -109,6 +109,9 @@ class Metrics:
             buckets=_DURATION_BUCKETS,
             registry=registry,
         )
+        # Children looked up once per label value, not on every call (labels() takes a lock).
+        self._durations: dict[str, Histogram] = {}
+        self._sqs: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.message_age = Histogram(
             "worker_message_age_seconds",
             "Age of a message (now minus SentTimestamp) when its handler starts.",
@@ -193,10 +196,24 @@ class Metrics:
         """Make the gauge ``name`` read its value from ``read`` at each scrape."""
         self._gauges[name].labels(self.queue).set_function(read)
 
+    def duration_for(self, outcome: str) -> Histogram:
+        """The handler duration histogram of one outcome label."""
+        child = self._durations.get(outcome)
+        if child is None:
+            child = self._durations[outcome] = self.handler_duration.labels(self.queue, outcome)
+        return child
+
     def sqs_call(self, operation: str, result: str, seconds: float, retries: int) -> None:
         """Record one SQS API call."""
-        self.sqs_requests.labels(self.queue, operation, result).inc()
-        self.sqs_latency.labels(self.queue, operation).observe(seconds)
+        children = self._sqs.get((operation, result))
+        if children is None:
+            children = self._sqs[operation, result] = (
+                self.sqs_requests.labels(self.queue, operation, result),
+                self.sqs_latency.labels(self.queue, operation),
+            )
+        requests, latency = children
+        requests.inc()
+        latency.observe(seconds)
         if retries:
             self.sqs_retries.labels(self.queue, operation).inc(retries)
 

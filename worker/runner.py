@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from worker.backoff import RetryDelay
 from worker.capacity import Capacity
@@ -103,10 +104,13 @@ class Runner:
         self.last_arrival = received_at
         self.counts["received"] += len(messages)
         self._metrics.received.inc(len(messages))
+        # One logger for the batch: resolving the module's lazy logger costs more than a
+        # filtered-out debug line, and nothing can reconfigure logging in between.
+        debug = log.debug
         leases = []
         for raw in messages:
             lease = self._keeper.take(raw, received_at)
-            log.debug(
+            debug(
                 "message.received",
                 queue=self._queue_name,
                 message_id=lease.message_id,
@@ -117,7 +121,7 @@ class Runner:
             ):
                 self.counts["filtered"] += 1
                 self._metrics.filtered.inc()
-                log.debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
+                debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
                 self._settler.delete(lease)
                 continue
             leases.append(lease)
@@ -216,12 +220,18 @@ class Runner:
                 self._metrics.message_age.observe(max(0.0, now - int(sent) / 1000))
         self._metrics.batch_size.observe(len(batch))
         first = batch[0]
-        context: dict[str, Any] = {"queue": self._queue_name}
+        # The log context of the call (structlog's bound_contextvars, without its copy of the
+        # whole context on the way in): every line about the message, the handler's included,
+        # carries it, and the context is restored afterwards.
         if len(batch) == 1:
-            context.update(message_id=first.message_id, receive_count=first.receive_count)
+            tokens = bind_contextvars(
+                queue=self._queue_name,
+                message_id=first.message_id,
+                receive_count=first.receive_count,
+            )
         else:
-            context.update(batch_size=len(batch))
-        with structlog.contextvars.bound_contextvars(**context):
+            tokens = bind_contextvars(queue=self._queue_name, batch_size=len(batch))
+        try:
             try:
                 invocation = await self._adapter(batch, deadline)
             except asyncio.CancelledError:
@@ -235,11 +245,11 @@ class Runner:
             outcomes = invocation.outcomes
             if self.fifo and len(batch) > 1:
                 outcomes = _hold_back_after_failures(batch, outcomes)
-            self._metrics.handler_duration.labels(
-                self._queue_name, _outcome_label(outcomes)
-            ).observe(duration)
+            self._metrics.duration_for(_outcome_label(outcomes)).observe(duration)
             for lease, outcome in zip(batch, outcomes, strict=True):
                 self._settle(lease, outcome, duration, in_batch=len(batch) > 1)
+        finally:
+            reset_contextvars(**tokens)
         return invocation
 
     def _settle(self, lease: Lease, outcome: Outcome, duration: float, *, in_batch: bool) -> None:
