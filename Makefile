@@ -62,8 +62,11 @@ demo: $(STAMP)
 	$(BIN)/worker demo
 
 ## Figures, not tests: throughput against concurrency, next to the broker's ceiling.
+## The benchmarks (README, Performance): every scenario, three rounds, and the table. Not part
+## of `make test`: they take about forty minutes and want a quiet machine.
 bench: $(STAMP)
-	$(BIN)/python -m bench.concurrency
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache

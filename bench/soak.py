@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -84,13 +85,28 @@ def resident_bytes(pid: int) -> int | None:
     return None
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    """A moto server in its own process on a free loopback port."""
+def start_moto(*, stock: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """A moto server in its own process on a free loopback port.
+
+    By default the benchmarks' launcher (:mod:`bench.moto_server`), whose patch makes moto's
+    receives and deletes thread-safe: stock moto can drop a message that is sent while another
+    is deleted, which the ledger would count as lost although the worker did nothing wrong.
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(  # noqa: S603 -- our own interpreter
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "bench.moto_server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            *(["--no-patch"] if stock else []),
+        ],
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -377,17 +393,34 @@ class Soak:
                 f"  worker {run.slot} pid {run.pid:<7} {counts.get(run.pid, 0):>7} handled; "
                 f"{memory}; {run.ended}"
             )
+        longest = max(self.runs, key=lambda run: len(run.rss))
+        lines.append(
+            f"  worker {longest.slot} pid {longest.pid}, RSS by messages handled: {curve(longest)}"
+        )
         problems = verdict.problems()
         lines.append("invariant            " + ("holds" if not problems else "; ".join(problems)))
         return lines
 
 
+def curve(run: WorkerRun, points: int = 11) -> str:
+    """The worker's RSS at evenly spaced counts of messages handled: flat, or growing."""
+    if not run.rss:
+        return "not sampled"
+    most = run.rss[-1][0]
+    shown = []
+    for index in range(points):
+        mark = WARM_UP + (most - WARM_UP) * index // (points - 1)
+        handled, rss = next((s for s in run.rss if s[0] >= mark), run.rss[-1])
+        shown.append(f"{handled / 1000:.0f}k {rss / 2**20:.1f}")
+    return ", ".join(shown) + " MiB"
+
+
 @contextlib.contextmanager
-def environment() -> Iterator[tuple[str, FaultProxy]]:
+def environment(*, stock_moto: bool) -> Iterator[tuple[str, FaultProxy]]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "soak")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "soak")
     os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
-    server, endpoint = start_moto()
+    server, endpoint = start_moto(stock=stock_moto)
     try:
         with FaultProxy(endpoint, seed=1) as proxy:
             yield endpoint, proxy
@@ -397,7 +430,7 @@ def environment() -> Iterator[tuple[str, FaultProxy]]:
 
 
 async def main(args: argparse.Namespace) -> int:
-    with environment() as (endpoint, proxy):
+    with environment(stock_moto=args.stock_moto) as (endpoint, proxy):
         queues = await make_queues(
             endpoint, visibility_timeout=10, max_receive_count=args.max_receive_count
         )
@@ -407,6 +440,9 @@ async def main(args: argparse.Namespace) -> int:
             soak.failed = bool(verdict.problems())
             for line in soak.report(verdict):
                 print(line, flush=True)
+            if args.memory_log is not None:
+                samples = {f"{run.slot} {run.pid}": run.rss for run in soak.runs}
+                args.memory_log.write_text(json.dumps(samples), encoding="utf-8")
             return 1 if soak.failed else 0
         finally:
             for run in soak.runs:
@@ -430,6 +466,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-receive-count", type=int, default=5)
     parser.add_argument("--fault-seconds", type=float, default=10.0, help="per fault phase")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--memory-log", type=Path, help="write every RSS sample here (JSON, per worker process)"
+    )
+    parser.add_argument(
+        "--stock-moto", action="store_true", help="unpatched moto (it can lose a message)"
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep worker logs and markers (kept on failure)"
     )

@@ -1,0 +1,86 @@
+"""The ceiling: the least a consumer can do, in a process of its own, measured like the worker.
+
+``python -m bench.ceiling`` runs ``BENCH_POLLERS`` loops of ``ReceiveMessage
+(MaxNumberOfMessages=10)`` + ``DeleteMessageBatch`` with plain aiobotocore: no handler, no
+framework, no attributes asked for. It reports to a :class:`~bench.probe.Probe` as the worker's
+bench handlers do (taken up when the receive returns, done when the delete returns), and stops
+once every expected message is done. With ``BENCH_LATENCY=1`` it reads the publish time out of
+each SNS envelope, for scenario D.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from bench.probe import Probe
+
+
+async def consume(
+    endpoint: str, queue_url: str, pollers: int, wait: int, expected: int, *, latency: bool
+) -> Probe:
+    """Receive and delete until every expected message is done; returns the probe."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def completed() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    probe = Probe(expected, Path(os.environ["BENCH_RESULT"]), completed)
+    calls = probe.extra["sqs_calls"] = {"ReceiveMessage": 0, "DeleteMessageBatch": 0}
+    config = AioConfig(max_pool_connections=pollers + 2)
+    async with get_session().create_client(
+        "sqs", region_name="us-east-1", endpoint_url=endpoint, config=config
+    ) as sqs:
+
+        async def poll() -> None:
+            while not stop.is_set():
+                response = await sqs.receive_message(
+                    QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait
+                )
+                calls["ReceiveMessage"] += 1
+                messages = response.get("Messages", [])
+                if not messages:
+                    continue
+                for message in messages:
+                    published = None
+                    if latency:
+                        envelope = json.loads(message["Body"])
+                        published = float(json.loads(envelope["Message"])["t"])
+                    probe.start(message["MessageId"], published)
+                await sqs.delete_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                        for index, message in enumerate(messages)
+                    ],
+                )
+                calls["DeleteMessageBatch"] += 1
+                probe.done(len(messages))
+
+        await asyncio.gather(*(poll() for _ in range(pollers)))
+    return probe
+
+
+def main() -> None:
+    """Run from the environment the harness sets."""
+    probe = asyncio.run(
+        consume(
+            os.environ["BENCH_ENDPOINT"],
+            os.environ["BENCH_QUEUE_URL"],
+            int(os.environ["BENCH_POLLERS"]),
+            int(os.environ.get("BENCH_WAIT", "2")),
+            int(os.environ["BENCH_EXPECTED"]),
+            latency=os.environ.get("BENCH_LATENCY") == "1",
+        )
+    )
+    probe.write(kind="ceiling")
+
+
+if __name__ == "__main__":
+    main()

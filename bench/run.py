@@ -1,0 +1,817 @@
+"""The benchmarks: the worker against the raw SQS ceiling, on a moto server on loopback.
+
+``python -m bench`` (``make bench``) runs every scenario; ``--scenario A`` (repeatable) picks
+some, ``--rounds N`` sets the rounds (3 by default), ``--quick`` runs fewer messages for a smoke
+test. Each round of a scenario runs, one after the other and in alternating order, the worker
+(``python -m worker run`` with a handler from :mod:`bench.handlers`) and the ceiling
+(:mod:`bench.ceiling`: bare ``ReceiveMessage(10)`` + ``DeleteMessageBatch`` loops, as many as
+the worker has pollers), each in a process of its own, on a fresh queue (with a DLQ) of the
+same moto server, which also runs in a process of its own (:mod:`bench.moto_server`, patched so
+that a receive does not rescan the queue, ``--no-patch`` for stock moto; served with HTTP/1.1
+keep-alive as real SQS endpoints are, ``--werkzeug`` for moto's own connection-per-request
+server).
+
+The queue is fed while it is consumed, by this process: a backlog of ``--backlog`` messages is
+kept (moto's deletes still scan the queue, so a deep backlog would slow the broker, not the
+consumer); scenario D publishes through SNS at a steady rate instead. Bodies are SNS
+notification envelopes, as an SNS-subscribed queue receives them.
+
+Every figure is the median and the min-max over the rounds, and a ratio to the ceiling of the
+same round; rates and CPU are taken between 10% and 90% of the messages (:mod:`bench.probe`).
+Each run counts message ids: a message lost, seen twice, or left on the queue fails the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from bench.handlers import skewed_mean
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+WAIT_SECONDS = 2  # long polls of the worker and the ceiling: short, so that rounds end quickly
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One line of the issue's list: what the worker runs and how the queue is fed."""
+
+    key: str
+    title: str
+    handler: str
+    concurrency: int
+    messages: int
+    quick_messages: int
+    worker_env: dict[str, str] = field(default_factory=dict)
+    publish_rate: float | None = None  # messages/s through SNS (scenario D); else a backlog
+    sleep: float | None = None  # handler duration (B)
+    skewed: bool = False  # heavy-tailed handler durations (C)
+
+    @property
+    def pollers(self) -> int:
+        """The worker's default poller count for this scenario (the ceiling runs as many)."""
+        if self.worker_env.get("WORKER_HANDLER_TYPE") == "lambda":
+            batch = int(self.worker_env.get("WORKER_BATCH_SIZE", "10"))
+        else:
+            batch = 1
+        return max(1, min(10, self.concurrency, -(-self.concurrency * batch // 10)))
+
+
+SCENARIOS = [
+    Scenario("A", "no-op handler, concurrency 50", "noop", 50, 6000, 1500),
+    Scenario("B", "I/O-bound handler (sleep 50 ms), concurrency 50", "sleep", 50, 5000, 1500,
+             sleep=0.05),
+    Scenario("C", "skewed latency (most ~20 ms, 1% ~2 s), concurrency 100", "skewed", 100, 6000,
+             1500, skewed=True),
+    Scenario("D", "end-to-end latency, SNS publish at 40/s, concurrency 50", "latency", 50, 1200,
+             300, publish_rate=40.0),
+    Scenario("E", "memory over 100,000 messages, no-op handler, concurrency 50", "noop", 50,
+             100_000, 10_000),
+    Scenario("F10", "Lambda handler, batch size 10, concurrency 5", "lambda_noop", 5, 6000, 1500,
+             worker_env={"WORKER_HANDLER_TYPE": "lambda", "WORKER_BATCH_SIZE": "10"}),
+    Scenario("F100", "Lambda handler, batch size 100, 1 s window, concurrency 5", "lambda_noop",
+             5, 6000, 1500,
+             worker_env={"WORKER_HANDLER_TYPE": "lambda", "WORKER_BATCH_SIZE": "100",
+                         "WORKER_MAX_BATCHING_WINDOW": "1"}),
+]  # fmt: skip
+
+
+# --- the broker --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_server(*, patch: bool, keep_alive: bool) -> Iterator[tuple[int, str]]:
+    """(pid, URL) of a moto server in its own process, stopped on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.moto_server", "-H", "127.0.0.1", "-p", str(port)]
+    if not patch:
+        command.append("--no-patch")
+    if keep_alive:
+        command.append("--keep-alive")
+    server = subprocess.Popen(  # noqa: S603 -- our own interpreter and module
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):  # noqa: S310 -- loopback
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("the moto server did not start")
+        yield server.pid, url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a long poll's thread can keep it up: no matter
+            server.kill()
+            server.wait()
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class CpuSampler:
+    """Samples a process's CPU time while a round runs, for its busy fraction in a window."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        while True:
+            self.samples.append((time.time(), process_cpu(self.pid)))
+            await asyncio.sleep(self.interval)
+
+    def busy(self, start: float, end: float) -> float:
+        """CPU seconds per second between ``start`` and ``end`` (the nearest samples)."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return float("nan")
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+# --- queues and feeding ------------------------------------------------------------------------
+
+
+def client_config() -> AioConfig:
+    """The harness's own clients: enough connections for concurrent sends, and no retries.
+
+    A retried SendMessageBatch whose first attempt reached the broker would put the messages on
+    the queue twice, with new ids: the count of ids would be wrong. A failed send fails the round.
+    """
+    return AioConfig(max_pool_connections=32, retries={"mode": "standard", "total_max_attempts": 1})
+
+
+@dataclass
+class Queue:
+    """A fresh queue (with a DLQ, maxReceiveCount 5) for one run, and its topic for D."""
+
+    url: str
+    dlq_url: str
+    topic_arn: str | None = None
+
+
+async def make_queue(sqs: SQSClient, sns: SNSClient, *, with_topic: bool) -> Queue:
+    """Create the queue, its DLQ and (for D) a topic subscribed to it."""
+    name = f"bench-{uuid.uuid4().hex[:10]}"
+    dlq_url = (await sqs.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
+    redrive = json.dumps(
+        {"deadLetterTargetArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}-dlq", "maxReceiveCount": 5}
+    )
+    url = (
+        await sqs.create_queue(
+            QueueName=name, Attributes={"VisibilityTimeout": "30", "RedrivePolicy": redrive}
+        )
+    )["QueueUrl"]
+    queue = Queue(url, dlq_url)
+    if with_topic:
+        queue.topic_arn = (await sns.create_topic(Name=name))["TopicArn"]
+        await sns.subscribe(
+            TopicArn=queue.topic_arn,
+            Protocol="sqs",
+            Endpoint=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
+        )
+    return queue
+
+
+# Sends in flight at once: enough that the backlog is topped up faster than any consumer drains
+# it (a consumer that finds fewer than ten messages makes more receives per message).
+_SENDS_AT_ONCE = 16
+_SIGNATURE = "x" * 344  # the size of a real SNS signature (base64 of 256 bytes)
+
+
+def envelope(index: int, topic: str) -> str:
+    """An SNS notification envelope, as SNS delivers a message to a subscribed queue."""
+    now = datetime.datetime.now(datetime.UTC)
+    return json.dumps(
+        {
+            "Type": "Notification",
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": topic,
+            "Message": json.dumps({"i": index, "t": time.time()}),
+            "Timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+            "SignatureVersion": "1",
+            "Signature": _SIGNATURE,
+            "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0.pem",
+            "UnsubscribeURL": f"https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={topic}:1",
+        }
+    )
+
+
+async def visible(sqs: SQSClient, url: str) -> int:
+    """ApproximateNumberOfMessages of a queue."""
+    response = await sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return int(response["Attributes"]["ApproximateNumberOfMessages"])
+
+
+class Feeder:
+    """Sends the round's messages, keeping about ``backlog`` of them visible on the queue."""
+
+    def __init__(self, sqs: SQSClient, url: str, total: int, backlog: int) -> None:
+        self._sqs = sqs
+        self._url = url
+        self.total = total
+        self.backlog = backlog
+        self.sent = 0
+        self._topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:bench"
+
+    async def send(self, count: int) -> None:
+        """Send ``count`` more messages (at most what is left), ten per call, several at once."""
+        count = min(count, self.total - self.sent)
+        batches = []
+        while count > 0:
+            size = min(10, count)
+            first = self.sent
+            self.sent += size
+            count -= size
+            batches.append(
+                [
+                    {"Id": str(i), "MessageBody": envelope(first + i, self._topic)}
+                    for i in range(size)
+                ]
+            )
+        for start in range(0, len(batches), _SENDS_AT_ONCE):
+            await asyncio.gather(
+                *(self._send_batch(e) for e in batches[start : start + _SENDS_AT_ONCE])
+            )
+
+    async def _send_batch(self, entries: list[dict[str, str]]) -> None:
+        response = await self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)  # type: ignore[arg-type]
+        if response.get("Failed"):
+            raise RuntimeError(f"the broker refused messages: {response['Failed']}")
+
+    async def keep_up(self) -> None:
+        """Top the backlog up until every message is sent."""
+        while self.sent < self.total:
+            missing = self.backlog - await visible(self._sqs, self._url)
+            if missing >= 10:
+                await self.send(missing)
+            else:
+                await asyncio.sleep(0.02)
+
+
+async def publish_steadily(sns: SNSClient, topic_arn: str, total: int, rate: float) -> None:
+    """Publish ``total`` messages through SNS at ``rate`` per second, each stamped with its time."""
+    tasks: set[asyncio.Task[Any]] = set()
+    started = time.monotonic()
+    for index in range(total):
+        delay = started + index / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        body = json.dumps({"i": index, "t": time.time()})
+        task = asyncio.create_task(sns.publish(TopicArn=topic_arn, Message=body))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What one consumer did in one round."""
+
+    kind: str  # "worker" or "ceiling"
+    ok: bool
+    problems: list[str]
+    figures: dict[str, float]
+    rss_samples: list[tuple[float, int, int]] = field(default_factory=list)
+
+
+def consumer_command(kind: str, scenario: Scenario, profile: Path | None) -> list[str]:
+    """The consumer's command line."""
+    if kind == "ceiling":
+        return [sys.executable, "-m", "bench.ceiling"]
+    command = [sys.executable, "-m", "worker", "run"]
+    if profile is not None:
+        out = profile / f"{scenario.key}-{uuid.uuid4().hex[:6]}.txt"
+        spy = Path(sys.executable).with_name("py-spy")
+        record = [str(spy) if spy.exists() else "py-spy", "record", "--gil", "--format", "raw"]
+        command = [*record, "--rate", "200", "-o", str(out), "--", *command]
+    return command
+
+
+def consumer_env(
+    kind: str, scenario: Scenario, *, endpoint: str, queue: Queue, total: int, result: Path
+) -> dict[str, str]:
+    """The consumer's environment: the machine's, less any WORKER_* setting, plus the round's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "BENCH_"))}
+    env.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    env.update(BENCH_RESULT=str(result), BENCH_EXPECTED=str(total))
+    if kind == "ceiling":
+        env.update(
+            BENCH_ENDPOINT=endpoint,
+            BENCH_QUEUE_URL=queue.url,
+            BENCH_POLLERS=str(scenario.pollers),
+            BENCH_WAIT=str(WAIT_SECONDS),
+            BENCH_LATENCY="1" if scenario.publish_rate else "0",
+        )
+        return env
+    port = free_port()
+    env.update(
+        WORKER_QUEUE_URL=queue.url,
+        WORKER_ENDPOINT_URL=endpoint,
+        WORKER_REGION=REGION,
+        WORKER_HANDLER=f"bench.handlers:{scenario.handler}",
+        WORKER_CONCURRENCY=str(scenario.concurrency),
+        WORKER_WAIT_TIME_SECONDS=str(WAIT_SECONDS),
+        WORKER_HTTP_PORT=str(port),
+        WORKER_HTTP_HOST="127.0.0.1",
+        WORKER_LOG_LEVEL="info",
+        WORKER_LOG_FORMAT="json",
+        **scenario.worker_env,
+    )
+    env["BENCH_HTTP_PORT"] = str(port)
+    if scenario.sleep is not None:
+        env["BENCH_SLEEP"] = str(scenario.sleep)
+    return env
+
+
+@dataclass
+class Round:
+    """Everything one run needs."""
+
+    scenario: Scenario
+    endpoint: str
+    moto_pid: int
+    total: int
+    backlog: int
+    workdir: Path
+    worker_path: str | None
+    profile: Path | None
+
+
+@contextlib.asynccontextmanager
+async def clients(endpoint: str) -> AsyncIterator[tuple[SQSClient, SNSClient]]:
+    """SQS and SNS clients of the harness."""
+    session = get_session()
+    common: dict[str, Any] = {
+        "region_name": REGION,
+        "endpoint_url": endpoint,
+        "config": client_config(),
+        "aws_access_key_id": "bench",
+        "aws_secret_access_key": "bench",
+    }
+    async with (
+        session.create_client("sqs", **common) as sqs,
+        session.create_client("sns", **common) as sns,
+    ):
+        yield sqs, sns
+
+
+async def run_once(kind: str, spec: Round) -> Run:
+    """One consumer on a fresh queue: feed it, wait for it, read and check what it measured."""
+    scenario = spec.scenario
+    result = spec.workdir / f"{kind}-{uuid.uuid4().hex[:8]}.json"
+    log_path = result.with_suffix(".log")
+    async with clients(spec.endpoint) as (sqs, sns):
+        queue = await make_queue(sqs, sns, with_topic=scenario.publish_rate is not None)
+        feeder = Feeder(sqs, queue.url, spec.total, spec.backlog)
+        moto = CpuSampler(spec.moto_pid)
+        sampling = asyncio.create_task(moto.run())
+        moto_before = process_cpu(spec.moto_pid)
+        if scenario.publish_rate is None:
+            await feeder.send(spec.backlog)
+        env = consumer_env(
+            kind, scenario, endpoint=spec.endpoint, queue=queue, total=spec.total, result=result
+        )
+        if spec.worker_path and kind == "worker":
+            env["PYTHONPATH"] = os.pathsep.join([spec.worker_path, str(ROOT)])
+        with log_path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                *consumer_command(kind, scenario, spec.profile),
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+            feeding = asyncio.create_task(feed(scenario, feeder, sns, queue, spec.total))
+            exited = asyncio.create_task(process.wait())
+            await asyncio.wait(
+                {feeding, exited}, timeout=120 + spec.total / 20, return_when="FIRST_EXCEPTION"
+            )
+            if not exited.done():  # the feeder failed, or the consumer never finished
+                process.kill()
+            await exited
+            feeding.cancel()
+            (feed_error,) = await asyncio.gather(feeding, return_exceptions=True)
+        moto_cpu = process_cpu(spec.moto_pid) - moto_before
+        sampling.cancel()
+        await asyncio.gather(sampling, return_exceptions=True)
+        left = await leftovers(sqs, queue)
+    if isinstance(feed_error, Exception):
+        return Run(kind, False, [f"feeding the queue failed: {feed_error!r}"], {})
+    return judge(kind, spec, result, log_path, process.returncode, left, moto_cpu, moto)
+
+
+async def feed(
+    scenario: Scenario, feeder: Feeder, sns: SNSClient, queue: Queue, total: int
+) -> None:
+    """Feed the round: a steady SNS publish (D), or a backlog kept topped up."""
+    if scenario.publish_rate is not None and queue.topic_arn is not None:
+        await asyncio.sleep(3.0)  # let the consumer start: latency is measured from a warm one
+        await publish_steadily(sns, queue.topic_arn, total, scenario.publish_rate)
+    else:
+        await feeder.keep_up()
+
+
+async def leftovers(sqs: SQSClient, queue: Queue) -> int:
+    """Messages still on the queue or in its DLQ after the run (there must be none)."""
+    count = 0
+    for url in (queue.url, queue.dlq_url):
+        response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        attributes = response["Attributes"]
+        count += sum(
+            int(attributes.get(name, "0"))
+            for name in (
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            )
+        )
+    return count
+
+
+def judge(  # noqa: PLR0917 -- the pieces of one run, gathered by run_once
+    kind: str,
+    spec: Round,
+    result: Path,
+    log_path: Path,
+    returncode: int | None,
+    left: int,
+    moto_cpu: float,
+    moto: CpuSampler,
+) -> Run:
+    """Read the consumer's measurements and check its message ids."""
+    problems = []
+    if returncode != 0:
+        problems.append(f"exit code {returncode}")
+    if not result.exists():
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+        return Run(kind, False, [*problems, f"no result; log ends:\n{tail}"], {})
+    data = json.loads(result.read_text(encoding="utf-8"))
+    with Path(data["ids"]).open(encoding="ascii") as ids:
+        data["unique"] = len({line for line in ids})
+    total = spec.total
+    if data["unique"] != total:
+        problems.append(f"{total - data['unique']} of {total} messages never seen")
+    if data["starts"] != data["unique"]:
+        problems.append(f"{data['starts'] - data['unique']} duplicate deliveries")
+    if left:
+        problems.append(f"{left} messages left on the queue or its DLQ")
+    if problems:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        problems.append("log ends:\n    " + "\n    ".join(lines))
+    figures = figures_of(data, spec.total)
+    if "window_start" in data["points"] and "window_end" in data["points"]:
+        start, end = data["points"]["window_start"]["time"], data["points"]["window_end"]["time"]
+        figures["moto_busy"] = moto.busy(start, end)
+    figures["moto_cpu_ms_per_message"] = moto_cpu / total * 1000
+    calls = data.get("sqs_calls") or {}
+    if calls:
+        for operation, short in (("ReceiveMessage", "receives"), ("DeleteMessageBatch", "deletes")):
+            figures[f"{short}_per_10_msgs"] = calls.get(operation, 0.0) / total * 10
+    return Run(kind, not problems, problems, figures, [tuple(s) for s in data["rss_samples"]])
+
+
+def figures_of(data: dict[str, Any], total: int) -> dict[str, float]:
+    """Rates, CPU, memory and latency from a probe's result."""
+    figures: dict[str, float] = {"peak_rss_mb": data["hwm_kb"] / 1024}
+    points = data["points"]
+    if "window_start" in points and "window_end" in points:
+        start, end = points["window_start"], points["window_end"]
+        count = round(total * 0.9) - round(total * 0.1)
+        figures["rate"] = count / (end["time"] - start["time"])
+        figures["cpu_per_1000"] = (end["cpu"] - start["cpu"]) / count * 1000
+    if data["latencies"]:
+        latencies = sorted(data["latencies"])
+        figures["latency_p50_ms"] = percentile(latencies, 0.50) * 1000
+        figures["latency_p99_ms"] = percentile(latencies, 0.99) * 1000
+    if data["durations"]:
+        figures["mean_duration"] = statistics.fmean(data["durations"])
+    samples = data["rss_samples"]
+    if samples:
+        figures.update(rss_trend(samples, total))
+    return figures
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """The value below which ``fraction`` of the sorted values lie (nearest rank)."""
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def rss_trend(samples: list[list[float]], total: int) -> dict[str, float]:
+    """RSS after the first 10% of the messages, at the end, and the growth between."""
+    early = [s[2] for s in samples if total * 0.1 <= s[1] <= total * 0.2]
+    late = [s[2] for s in samples if s[1] >= total * 0.9]
+    if not early or not late:
+        return {}
+    start, end = statistics.median(early) / 1024, statistics.median(late) / 1024
+    return {"rss_early_mb": start, "rss_late_mb": end, "rss_growth_mb": end - start}
+
+
+# --- rounds, figures and the table -------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One line of the table: a figure, how it compares, and its target."""
+
+    name: str
+    key: str
+    unit: str
+    ratio: bool = True  # show worker / ceiling
+    target: Callable[[dict[str, float], dict[str, float]], float] | None = None
+    target_text: str = ""
+    threshold: float | None = None
+    at_most: bool = False  # the target is an upper bound
+
+
+def scenario_figures(scenario: Scenario) -> list[Figure]:
+    """The figures a scenario reports, with the issue's targets."""
+    rate = Figure("throughput", "rate", "msg/s", target=lambda w, c: w["rate"] / c["rate"],
+                  target_text="≥ 1.0x ceiling", threshold=1.0)  # fmt: skip
+    cpu = Figure("CPU per 1,000 msgs", "cpu_per_1000", "s", target=lambda w, c: w["cpu_per_1000"],
+                 target_text="≤ 0.35 s", threshold=0.35, at_most=True)  # fmt: skip
+    rss = Figure("peak RSS", "peak_rss_mb", "MB", target=lambda w, c: w["peak_rss_mb"],
+                 target_text="≤ 60 MB", threshold=60, at_most=True)  # fmt: skip
+    moto = [
+        Figure("moto CPU per message", "moto_cpu_ms_per_message", "ms"),
+        Figure("moto busy (CPU s/s)", "moto_busy", "", ratio=False),
+    ]
+    ideal = Figure("throughput / ideal", "rate", "msg/s", target=of_ideal(scenario),
+                   target_text="≥ 0.9 of min(ideal, ceiling)", threshold=0.9)  # fmt: skip
+    if scenario.key == "A":
+        return [rate, cpu, rss, *moto]
+    if scenario.key in {"B", "C"}:
+        extra = [rss] if scenario.key == "B" else []
+        return [ideal, Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"), *extra, *moto]
+    if scenario.key == "D":
+        p99 = Figure("p99 publish → start", "latency_p99_ms", "ms",
+                     target=lambda w, c: w["latency_p99_ms"] / c["latency_p99_ms"],
+                     target_text="≤ 1.5x ceiling", threshold=1.5, at_most=True)  # fmt: skip
+        return [Figure("p50 publish → start", "latency_p50_ms", "ms"), p99, *moto]
+    if scenario.key == "E":
+        growth = Figure("RSS growth 10%→end", "rss_growth_mb", "MB", ratio=False,
+                        target=lambda w, c: w["rss_growth_mb"], target_text="flat (≤ 2 MB)",
+                        threshold=2.0, at_most=True)  # fmt: skip
+        return [
+            Figure("throughput", "rate", "msg/s"),
+            Figure("RSS after 10%", "rss_early_mb", "MB"),
+            Figure("RSS at the end", "rss_late_mb", "MB"),
+            growth,
+            Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"),
+            *moto,
+        ]
+    return [
+        Figure("throughput", "rate", "msg/s"),
+        Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"),
+        Figure("peak RSS", "peak_rss_mb", "MB"),
+        *moto,
+    ]
+
+
+def ideal_rate(scenario: Scenario, worker: dict[str, float]) -> float:
+    """Concurrency ÷ mean handler duration (the measured mean, for C)."""
+    if scenario.skewed:
+        mean = worker.get("mean_duration") or skewed_mean()
+    else:
+        mean = scenario.sleep or 0.0
+    return scenario.concurrency / mean if mean else float("inf")
+
+
+def of_ideal(scenario: Scenario) -> Callable[[dict[str, float], dict[str, float]], float]:
+    """The worker's rate as a fraction of the ideal, or of the ceiling where that is lower."""
+
+    def fraction(worker: dict[str, float], ceiling: dict[str, float]) -> float:
+        return worker["rate"] / min(ideal_rate(scenario, worker), ceiling["rate"])
+
+    return fraction
+
+
+def spread(values: list[float], digits: int) -> str:
+    """``median (min-max)``."""
+    clean = [v for v in values if v == v]  # noqa: PLR0124 -- drops NaN
+    if not clean:
+        return "—"
+    median = statistics.median(clean)
+    if len(clean) == 1:
+        return f"{median:.{digits}f}"
+    return f"{median:.{digits}f} ({min(clean):.{digits}f}-{max(clean):.{digits}f})"
+
+
+def digits_for(values: list[float]) -> int:
+    """Enough decimals for the magnitude."""
+    clean = [abs(v) for v in values if v == v]  # noqa: PLR0124 -- drops NaN
+    largest = max(clean, default=0.0)
+    if largest >= 100:
+        return 0
+    if largest >= 10:
+        return 1
+    if largest >= 1:
+        return 2
+    return 3
+
+
+def table_rows(
+    scenario: Scenario, pairs: list[tuple[Run, Run]]
+) -> list[tuple[str, str, str, str, str, str]]:
+    """(figure, worker, ceiling, ratio, target, verdict) for one scenario."""
+    rows = []
+    for figure in scenario_figures(scenario):
+        workers = [w.figures.get(figure.key, float("nan")) for w, _ in pairs]
+        ceilings = [c.figures.get(figure.key, float("nan")) for _, c in pairs]
+        d = digits_for(workers + ceilings)
+        ratio = ""
+        if figure.ratio:
+            ratio = spread(
+                [w / c if c else float("nan") for w, c in zip(workers, ceilings, strict=True)], 2
+            )
+        verdict = target_text = ""
+        if figure.target is not None and figure.threshold is not None:
+            values = []
+            for w, c in pairs:
+                with contextlib.suppress(KeyError, ZeroDivisionError):
+                    values.append(figure.target(w.figures, c.figures))
+            target_text = figure.target_text
+            if values:
+                median = statistics.median(values)
+                met = median <= figure.threshold if figure.at_most else median >= figure.threshold
+                verdict = f"{'met' if met else 'MISSED'} ({spread(values, 2)})"
+        unit = f" {figure.unit}" if figure.unit else ""
+        rows.append((f"{figure.name}{unit}", spread(workers, d), spread(ceilings, d), ratio,
+                     target_text, verdict))  # fmt: skip
+    return rows
+
+
+def render(results: dict[str, list[tuple[Run, Run]]]) -> str:
+    """The table, as Markdown."""
+    lines = [
+        "| scenario | figure | worker | ceiling | worker ÷ ceiling | target | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scenario in SCENARIOS:
+        pairs = results.get(scenario.key)
+        if not pairs:
+            continue
+        for index, row in enumerate(table_rows(scenario, pairs)):
+            label = f"{scenario.key}: {scenario.title}" if index == 0 else ""
+            lines.append("| " + " | ".join((label, *row)) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """Date, CPU, cores and Python, for the table's heading."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in (
+            Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines()
+        ):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{datetime.date.today().isoformat()}, {model}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()} on {platform.system()} {platform.release()}"
+    )
+
+
+async def run_scenario(
+    scenario: Scenario, args: argparse.Namespace, endpoint: str, moto_pid: int, workdir: Path
+) -> list[tuple[Run, Run]]:
+    """Every round of a scenario: worker and ceiling, alternating which goes first."""
+    total = args.messages or (scenario.quick_messages if args.quick else scenario.messages)
+    spec = Round(scenario, endpoint, moto_pid, total, args.backlog, workdir, args.worker_path,
+                 args.profile)  # fmt: skip
+    pairs = []
+    for index in range(args.rounds):
+        order = ("ceiling", "worker") if index % 2 == 0 else ("worker", "ceiling")
+        runs = {kind: await run_once(kind, spec) for kind in order}
+        for run in runs.values():
+            state = "ok" if run.ok else "FAILED: " + "; ".join(run.problems)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(run.figures.items()))
+            print(f"  {scenario.key} round {index + 1} {run.kind:<7} {state}  {shown}", flush=True)
+        pairs.append((runs["worker"], runs["ceiling"]))
+    return pairs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    keys = [s.key for s in SCENARIOS]
+    parser.add_argument("--scenario", action="append", choices=keys, help="default: all")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 if --quick)")
+    parser.add_argument("--quick", action="store_true", help="fewer messages: a smoke test")
+    parser.add_argument("--backlog", type=int, default=300, help="messages kept queued (300)")
+    parser.add_argument("--no-patch", action="store_true", help="stock moto (slow receives)")
+    parser.add_argument(
+        "--werkzeug",
+        action="store_true",
+        help="moto's own HTTP server, which closes the connection after every request",
+    )
+    parser.add_argument("--worker-path", help="import the worker from here (compare versions)")
+    parser.add_argument("--profile", type=Path, help="py-spy the worker into this directory")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--messages", type=int, help="messages per run (instead of the default)")
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]]]:
+    """Start moto, run the scenarios, return every run."""
+    chosen = [s for s in SCENARIOS if not args.scenario or s.key in args.scenario]
+    chosen.sort(key=lambda s: s.messages)  # the long one (E) last: the others report sooner
+    results: dict[str, list[tuple[Run, Run]]] = {}
+    with (
+        moto_server(patch=not args.no_patch, keep_alive=not args.werkzeug) as (pid, endpoint),
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+    ):
+        for scenario in chosen:
+            print(f"{scenario.key}: {scenario.title}", flush=True)
+            results[scenario.key] = await run_scenario(scenario, args, endpoint, pid, Path(tmp))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the table; exit 1 if any run lost, duplicated or left a message."""
+    args = parse_args(argv)
+    started = time.monotonic()
+    results = asyncio.run(main_async(args))
+    print()
+    moto = "stock" if args.no_patch else "patched (bench/moto_server.py)"
+    moto += ", werkzeug (a connection per request)" if args.werkzeug else ", waitress (keep-alive)"
+    print(
+        f"{machine()}; moto {moto}, backlog {args.backlog}, {args.rounds} round(s), "
+        f"{time.monotonic() - started:.0f} s"
+    )
+    print()
+    print(render(results))
+    failed = [run for pairs in results.values() for pair in pairs for run in pair if not run.ok]
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {key: [[vars(w), vars(c)] for w, c in pairs] for key, pairs in results.items()},
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
+    if failed:
+        print(f"\n{len(failed)} run(s) failed the id count: see above", file=sys.stderr)
+        return 1
+    return 0
