@@ -149,6 +149,109 @@ class TestCancellation:
         assert await capacity.acquire(1) == 1
 
 
+class TestFill:
+    """With ``fill_within`` the head collects released slots, up to ``most``, for a bounded time."""
+
+    async def test_collects_released_slots_up_to_most(self) -> None:
+        capacity = Capacity(10)
+        await capacity.acquire(8)  # running handlers
+        filling = asyncio.create_task(capacity.acquire(5, fill_within=10))
+        await run_ready_tasks()
+        assert not filling.done(), "two free of five wanted: it waits for more"
+        capacity.release(1)
+        await run_ready_tasks()
+        assert not filling.done()
+        capacity.release(2)  # five free now
+        assert await asyncio.wait_for(filling, timeout=1) == 5
+        assert capacity.in_use == 10
+
+    async def test_takes_what_is_free_when_the_bound_passes(self) -> None:
+        capacity = Capacity(10)
+        await capacity.acquire(8)
+        started = asyncio.get_running_loop().time()
+        assert await capacity.acquire(5, fill_within=0.05) == 2
+        assert asyncio.get_running_loop().time() - started >= 0.04
+        assert capacity.in_use == 10
+
+    async def test_no_wait_when_enough_are_free(self) -> None:
+        capacity = Capacity(10)
+        await capacity.acquire(3)
+        assert await asyncio.wait_for(capacity.acquire(5, fill_within=10), timeout=1) == 5
+
+    async def test_no_wait_when_nothing_is_in_use(self) -> None:
+        capacity = Capacity(4)  # fewer than wanted, but none will come back
+        assert await asyncio.wait_for(capacity.acquire(10, fill_within=10), timeout=1) == 4
+
+    async def test_slots_released_while_filling_are_not_taken_by_others(self) -> None:
+        capacity = Capacity(10)
+        await capacity.acquire(9)
+        filling = asyncio.create_task(capacity.acquire(3, fill_within=10))
+        await run_ready_tasks()
+        other = asyncio.create_task(capacity.acquire(1))
+        await run_ready_tasks()
+        capacity.release(1)
+        await run_ready_tasks()
+        assert not other.done(), "a newcomer must not take what the head collects"
+        capacity.release(1)
+        assert await asyncio.wait_for(filling, timeout=1) == 3
+        capacity.release(1)
+        assert await asyncio.wait_for(other, timeout=1) == 1
+
+    async def test_a_waiter_woken_before_the_fill_waits_for_what_it_leaves(self) -> None:
+        capacity = Capacity(10)
+        await capacity.acquire(10)
+        first = asyncio.create_task(capacity.acquire(5, fill_within=0.05))
+        second = asyncio.create_task(capacity.acquire(5, fill_within=0.05))
+        await run_ready_tasks()
+        capacity.release(2)  # wakes `first`
+        capacity.release(1)  # `first` has not run yet: this wakes `second` too
+        await run_ready_tasks()
+        # `first` collects; `second` must neither collect too nor take what `first` collects.
+        assert await asyncio.wait_for(first, timeout=1) == 3
+        assert not second.done()
+        capacity.release(4)
+        assert await asyncio.wait_for(second, timeout=1) == 4
+        assert capacity.in_use == 10
+
+    async def test_never_returns_no_slots_under_contention(self) -> None:
+        capacity = Capacity(20)
+        held = await capacity.acquire(20)
+        assert held == 20
+        takers = [
+            asyncio.create_task(capacity.acquire(10, fill_within=0.01)) for _ in range(6)
+        ]
+        taken: list[int] = []
+        for _ in range(400):  # slots come back one by one while six callers contend
+            if capacity.in_use > 0:
+                capacity.release()
+            await asyncio.sleep(0.001)
+            for task in [t for t in takers if t.done()]:
+                taken.append(task.result())
+                capacity.release(task.result())  # handled at once, given back
+                takers.remove(task)
+                takers.append(asyncio.create_task(capacity.acquire(10, fill_within=0.01)))
+        for task in takers:
+            task.cancel()
+        await asyncio.gather(*takers, return_exceptions=True)
+        assert taken, "callers were served"
+        assert min(taken) >= 1
+        assert capacity.in_use <= capacity.limit
+
+    async def test_cancelled_while_filling_hands_the_slots_on(self) -> None:
+        capacity = Capacity(10)
+        await capacity.acquire(9)
+        filling = asyncio.create_task(capacity.acquire(5, fill_within=10))
+        await run_ready_tasks()
+        other = await waiting(capacity, most=2)
+        capacity.release(1)
+        await run_ready_tasks()
+        filling.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await filling
+        assert await asyncio.wait_for(other, timeout=1) == 2  # both free slots
+        assert capacity.in_use == 10
+
+
 class TestRelease:
     """``release`` gives slots back, and never more than were taken."""
 

@@ -3,11 +3,19 @@
 A poller asks for no more messages than it holds slots for, so a received message starts at once
 and never waits in a local buffer while its visibility clock runs. A slot comes back when the
 handler that used it has really stopped running (an abandoned, timed-out thread keeps its slot).
+
+When the pool is busy, slots come back one or two at a time, and a poller that took them at once
+would ask SQS for one or two messages: a receive of one costs the client, the broker and the
+bill as much as a receive of ten. So ``acquire`` can *fill*: the caller at the head of the line,
+finding fewer slots free than it wants while handlers are running, keeps its place for a short
+bounded time and collects the slots that come back, up to what it wants. It waits only while
+slots are in use (so only while some will come back), and never past its bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 
@@ -22,6 +30,7 @@ class Capacity:
         self.limit = limit
         self._free = limit
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._filling: asyncio.Future[None] | None = None  # set while the head collects slots
 
     @property
     def in_use(self) -> int:
@@ -29,17 +38,28 @@ class Capacity:
         return self.limit - self._free
 
     def _must_wait(self) -> bool:
-        return self._free <= 0 or any(not waiter.cancelled() for waiter in self._waiters)
+        return (
+            self._free <= 0
+            or self._filling is not None
+            or any(not waiter.cancelled() for waiter in self._waiters)
+        )
 
-    async def acquire(self, most: int) -> int:
-        """Wait until a slot is free, then take up to ``most`` of the free ones."""
+    async def acquire(self, most: int, *, fill_within: float = 0.0) -> int:
+        """Wait until a slot is free, then take up to ``most`` of the free ones.
+
+        With ``fill_within`` (seconds) the caller, once at the head with a slot free, waits up
+        to that long for ``most`` to be free while others are in use; slots released meanwhile
+        are kept for it.
+        """
         if self._must_wait():
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
                 while True:
                     await waiter
-                    if self._free > 0:
+                    # Our turn, unless another caller is still collecting (it was woken before
+                    # us and filled first): then wait at the head for what it leaves.
+                    if self._free > 0 and self._filling is None:
                         break
                     waiter = asyncio.get_running_loop().create_future()
                     self._waiters.appendleft(waiter)  # keep our place at the head
@@ -50,11 +70,37 @@ class Capacity:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+        if fill_within > 0:
+            await self._fill(min(most, self.limit), fill_within)
+        # Nobody takes slots while the head collects them, so at least one is still free.
         taken = min(most, self._free)
         self._free -= taken
         if self._free > 0:
             self._wake_next()
         return taken
+
+    async def _fill(self, wanted: int, seconds: float) -> None:
+        """Hold the head of the line until ``wanted`` slots are free, or ``seconds`` pass."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + seconds
+        try:
+            while self._free < wanted and self.in_use > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._filling = loop.create_future()
+                timer = loop.call_later(remaining, _settle, self._filling)
+                try:
+                    await self._filling
+                finally:
+                    timer.cancel()
+        except asyncio.CancelledError:
+            self._filling = None
+            if self._free > 0:
+                self._wake_next()  # what was collected is the next waiter's
+            raise
+        finally:
+            self._filling = None
 
     def release(self, count: int = 1) -> None:
         """Give back ``count`` slots."""
@@ -66,7 +112,15 @@ class Capacity:
         self._wake_next()
 
     def _wake_next(self) -> None:
+        if self._filling is not None:
+            _settle(self._filling)  # the head is collecting: released slots are its own
+            return
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -2,7 +2,9 @@
 
 Several pollers run at once so that one slow receive does not leave the pool idle. Each takes
 free slots first, then asks SQS for at most that many messages (or batches), so received messages
-start at once. Errors talking to SQS never end a poller: it backs off with jitter and tries again.
+start at once; while handlers are finishing it waits up to ``WORKER_RECEIVE_FILL_SECONDS`` for
+enough slots to ask for ten (see :mod:`worker.capacity`). Errors talking to SQS never end a
+poller: it backs off with jitter and tries again.
 
 With a batching window (``WORKER_MAX_BATCHING_WINDOW``, Lambda handlers), a poller takes one slot
 and gathers a batch over several receives: it is handed over when it is full, when the window
@@ -63,6 +65,7 @@ class Poller:
         wait_seconds: int,
         visibility_timeout: int | None,
         batching_window: float = 0.0,
+        fill_seconds: float = 0.0,
         carry: list[Lease] | None = None,
     ) -> None:
         self._queue = queue
@@ -71,6 +74,7 @@ class Poller:
         self._wait_seconds = wait_seconds
         self._visibility_timeout = visibility_timeout
         self._window = batching_window
+        self._fill_seconds = fill_seconds
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._idle = False  # waiting for slots or backing off: safe to cancel
@@ -112,7 +116,9 @@ class Poller:
     async def _wait_for_slots(self) -> int:
         self._idle = True
         try:
-            return await self._capacity.acquire(self._runner.slots_per_receive)
+            return await self._capacity.acquire(
+                self._runner.slots_per_receive, fill_within=self._fill_seconds
+            )
         finally:
             self._idle = False
 

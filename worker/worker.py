@@ -148,6 +148,7 @@ class Worker:
                     if settings.handler_type is HandlerType.LAMBDA
                     else 0.0
                 ),
+                fill_seconds=settings.receive_fill_seconds,
                 carry=carry,
             )
             for _ in range(settings.poller_count)
