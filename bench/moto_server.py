@@ -37,7 +37,15 @@ The patch (``apply()``):
 2. ``unix_time`` and ``unix_time_millis`` as seen by ``moto.sqs.models`` return ``time.time()``
    (and x 1000) when called without an argument. The original computes ``utcnow() - epoch``, i.e.
    the same POSIX time at microsecond resolution; with an argument the original is called.
-3. ``Queue.delete_message`` and ``SQSBackend.receive_message`` run under the queue's own lock
+3. ``Queue.delete_message`` stops scanning at the message it deletes. Stock moto scans every
+   message of the queue twice per delete (once to check that the receipt handle is known, once
+   to rebuild the list without it), so a delete costs in proportion to everything queued *and
+   in flight*: a consumer with 50 messages in hand paid about 15% more broker CPU per message
+   than one with 10, for a cost that SQS does not have. The message deleted is near the front
+   (receives hand out the oldest first); the list is rebuilt from two slices. The outcome is the
+   same: the message and its receipt handles are gone, a handle deleted before is accepted
+   again, an unknown one raises ``ReceiptHandleIsInvalid``.
+4. ``Queue.delete_message`` and ``SQSBackend.receive_message`` run under the queue's own lock
    (``Queue._messages_lock``, which ``add_message`` already takes to append, and whose condition
    a long poll already waits on, releasing it meanwhile). Stock moto takes no lock there, and
    its server runs a thread per request. Two concurrent deletes (or a delete and a send) each
@@ -50,11 +58,11 @@ The patch (``apply()``):
    did, one at a time per queue.
 
 What receives, deletes, visibility, redrive to a DLQ, FIFO groups, retention and long polls do
-is unchanged: the same code runs, with the same values, only without the needless scans and
-datetimes, and without the lost updates. What stays proportional to the backlog
-(``Queue.messages`` still filters every message once per receive loop, and a delete still looks
-its receipt handle up by scanning) is kept small by the harness, which feeds the queue as it
-drains instead of filling it up front.
+is unchanged: the same code runs with the same values (and the delete, rewritten, has the same
+outcome), only without the needless scans and datetimes, and without the lost updates. What
+stays proportional to the backlog (``Queue.messages`` still filters every message once per
+receive loop) is kept small by the harness, which feeds the queue as it drains instead of
+filling it up front.
 """
 
 from __future__ import annotations
@@ -93,11 +101,23 @@ def apply() -> None:
         is_message_valid_based_on_retention_period
     )
 
-    original_delete = models.Queue.delete_message
-
     def delete_message(self: Any, receipt_handle: str) -> None:
-        with self._messages_lock:  # the lock add_message already takes (a re-entrant one)
-            original_delete(self, receipt_handle)
+        # The lock add_message already takes (a re-entrant one). Stock moto scans the whole
+        # queue twice per delete (is the handle known? then a rebuild without the message);
+        # this stops at the message, which is near the front (receives take the oldest), and
+        # rebuilds the list with C slices. Same outcome, same error for an unknown handle.
+        with self._messages_lock:
+            if receipt_handle in self.deleted_messages:
+                return  # already deleted: accepted again, as stock moto does
+            messages = self._messages
+            for index, message in enumerate(messages):  # noqa: B007 -- used after the loop
+                if message.had_receipt_handle(receipt_handle):
+                    break
+            else:
+                raise models.ReceiptHandleIsInvalid()
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
+            self._messages = messages[:index] + messages[index + 1 :]
 
     models.Queue.delete_message = delete_message
 

@@ -11,9 +11,10 @@ that a receive does not rescan the queue, ``--no-patch`` for stock moto; served 
 keep-alive as real SQS endpoints are, ``--werkzeug`` for moto's own connection-per-request
 server).
 
-The queue is fed while it is consumed, by this process: a backlog of ``--backlog`` messages is
-kept (moto's deletes still scan the queue, so a deep backlog would slow the broker, not the
-consumer); scenario D publishes through SNS at a steady rate instead. Bodies are SNS
+The queue is fed while it is consumed, by this process: a backlog of ``--backlog`` messages,
+visible or in flight, is kept (moto's receives still scan the queue, so a deep backlog would
+slow the broker, not the consumer, and counting those in flight gives both consumers the same
+broker load); scenario D publishes through SNS at a steady rate instead. Bodies are SNS
 notification envelopes, as an SNS-subscribed queue receives them.
 
 Every figure is the median and the min-max over the rounds, and a ratio to the ceiling of the
@@ -88,11 +89,11 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("A", "no-op handler, concurrency 50", "noop", 50, 6000, 1500),
-    Scenario("B", "I/O-bound handler (sleep 50 ms), concurrency 50", "sleep", 50, 5000, 1500,
+    Scenario("A", "no-op handler, concurrency 50", "noop", 50, 20_000, 1500),
+    Scenario("B", "I/O-bound handler (sleep 50 ms), concurrency 50", "sleep", 50, 15_000, 1500,
              sleep=0.05),
-    Scenario("C", "skewed latency (most ~20 ms, 1% ~2 s), concurrency 100", "skewed", 100, 6000,
-             1500, skewed=True),
+    Scenario("C", "skewed latency (most ~20 ms, 1% ~2 s), concurrency 100", "skewed", 100,
+             15_000, 1500, skewed=True),
     Scenario("D", "end-to-end latency, SNS publish at 40/s, concurrency 50", "latency", 50, 1200,
              300, publish_rate=40.0),
     Scenario("E", "memory over 100,000 messages, no-op handler, concurrency 50", "noop", 50,
@@ -245,16 +246,25 @@ def envelope(index: int, topic: str) -> str:
     )
 
 
-async def visible(sqs: SQSClient, url: str) -> int:
-    """ApproximateNumberOfMessages of a queue."""
+async def queued(sqs: SQSClient, url: str) -> int:
+    """Messages in the broker's list for the queue: visible and in flight.
+
+    The feeder keeps this number, not the visible one, at the backlog: moto's receive scans every
+    message of the queue, in flight or not, so a consumer holding 50 messages in its handlers
+    would otherwise make each receive dearer than one holding ten, for a cost SQS does not have.
+    """
     response = await sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
-    return int(response["Attributes"]["ApproximateNumberOfMessages"])
+    attributes = response["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
 
 
 class Feeder:
-    """Sends the round's messages, keeping about ``backlog`` of them visible on the queue."""
+    """Sends the round's messages, keeping about ``backlog`` of them in the queue."""
 
     def __init__(self, sqs: SQSClient, url: str, total: int, backlog: int) -> None:
         self._sqs = sqs
@@ -292,7 +302,7 @@ class Feeder:
     async def keep_up(self) -> None:
         """Top the backlog up until every message is sent."""
         while self.sent < self.total:
-            missing = self.backlog - await visible(self._sqs, self._url)
+            missing = self.backlog - await queued(self._sqs, self._url)
             if missing >= 10:
                 await self.send(missing)
             else:
@@ -788,6 +798,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]
     return results
 
 
+def memory_floor() -> str:
+    """The fixed stack's own peak RSS (:mod:`bench.floor`), to read the RSS figures against."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.floor"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    floor = json.loads(done.stdout)
+    return (
+        "The fixed stack alone (python -m bench.floor: aiobotocore, structlog, prometheus-client "
+        f"and pydantic-settings imported, one SQS client) peaks at {floor['with_client_mb']:.1f} "
+        f"MB ({floor['imports_mb']:.1f} MB after the imports)."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run, print the table; exit 1 if any run lost, duplicated or left a message."""
     args = parse_args(argv)
@@ -802,6 +825,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(render(results))
+    print()
+    print(memory_floor())
     failed = [run for pairs in results.values() for pair in pairs for run in pair if not run.ok]
     if args.json is not None:
         args.json.write_text(
