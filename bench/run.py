@@ -12,10 +12,10 @@ keep-alive as real SQS endpoints are, ``--werkzeug`` for moto's own connection-p
 server).
 
 The queue is fed while it is consumed, by this process: a backlog of ``--backlog`` messages,
-visible or in flight, is kept (moto's receives still scan the queue, so a deep backlog would
-slow the broker, not the consumer, and counting those in flight gives both consumers the same
-broker load); scenario D publishes through SNS at a steady rate instead. Bodies are SNS
-notification envelopes, as an SNS-subscribed queue receives them.
+visible or in flight, is kept, with at least 100 visible (moto's receives still scan the queue,
+so a deep backlog would slow the broker, not the consumer, and counting those in flight gives
+both consumers the same broker load); scenario D publishes through SNS at a steady rate
+instead. Bodies are SNS notification envelopes, as an SNS-subscribed queue receives them.
 
 Every figure is the median and the min-max over the rounds, and a ratio to the ceiling of the
 same round; rates and CPU are taken between 10% and 90% of the messages (:mod:`bench.probe`).
@@ -246,21 +246,23 @@ def envelope(index: int, topic: str) -> str:
     )
 
 
-async def queued(sqs: SQSClient, url: str) -> int:
-    """Messages in the broker's list for the queue: visible and in flight.
-
-    The feeder keeps this number, not the visible one, at the backlog: moto's receive scans every
-    message of the queue, in flight or not, so a consumer holding 50 messages in its handlers
-    would otherwise make each receive dearer than one holding ten, for a cost SQS does not have.
-    """
+async def queued(sqs: SQSClient, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of the queue."""
     response = await sqs.get_queue_attributes(
         QueueUrl=url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
     attributes = response["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
     )
+
+
+# Fewest messages kept visible whatever is in flight: ten full receives' worth, so that a
+# consumer holding many messages (a Lambda batch gathering over a window) never finds the
+# queue empty.
+_MIN_VISIBLE = 100
 
 
 class Feeder:
@@ -302,7 +304,10 @@ class Feeder:
     async def keep_up(self) -> None:
         """Top the backlog up until every message is sent."""
         while self.sent < self.total:
-            missing = self.backlog - await queued(self._sqs, self._url)
+            visible, in_flight = await queued(self._sqs, self._url)
+            # The backlog counts messages in flight: moto's receive scans them too, so both
+            # consumers give the broker the same work whatever they hold.
+            missing = max(self.backlog - visible - in_flight, _MIN_VISIBLE - visible)
             if missing >= 10:
                 await self.send(missing)
             else:
@@ -775,6 +780,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="py-spy the worker into this directory")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--messages", type=int, help="messages per run (instead of the default)")
+    parser.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: print the table of runs saved with --json (a scenario in a later "
+        "file replaces the same scenario in an earlier one)",
+    )
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
@@ -811,9 +824,22 @@ def memory_floor() -> str:
     )
 
 
+def saved_runs(paths: list[Path]) -> dict[str, list[tuple[Run, Run]]]:
+    """Runs saved with ``--json``, merged by scenario in the order of the files."""
+    results: dict[str, list[tuple[Run, Run]]] = {}
+    for path in paths:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        for key, pairs in saved.items():
+            results[key] = [(Run(**worker), Run(**ceiling)) for worker, ceiling in pairs]
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run, print the table; exit 1 if any run lost, duplicated or left a message."""
     args = parse_args(argv)
+    if args.table:
+        print(render(saved_runs(args.table)))
+        return 0
     started = time.monotonic()
     results = asyncio.run(main_async(args))
     print()
