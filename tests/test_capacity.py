@@ -217,9 +217,7 @@ class TestFill:
         capacity = Capacity(20)
         held = await capacity.acquire(20)
         assert held == 20
-        takers = [
-            asyncio.create_task(capacity.acquire(10, fill_within=0.01)) for _ in range(6)
-        ]
+        takers = [asyncio.create_task(capacity.acquire(10, fill_within=0.01)) for _ in range(6)]
         taken: list[int] = []
         for _ in range(400):  # slots come back one by one while six callers contend
             if capacity.in_use > 0:
