@@ -117,44 +117,40 @@ async def _entered(stack: AsyncExitStack, creating: AsyncContextManager[_Client]
         raise StartupError(describe_failure(exc)) from None
 
 
+def _create_client(service: str, settings: Settings, config: AioConfig) -> Any:
+    """The creating context of an SQS or SNS client for the configured region and endpoint."""
+    key_id, secret_key, token = settings.client_credentials()
+    session: Any = get_session()  # typed per service by the callers
+    return session.create_client(
+        service,
+        region_name=region_of(settings),
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret_key,
+        aws_session_token=token,
+        config=config,
+    )
+
+
 @asynccontextmanager
 async def open_sqs(
     settings: Settings, *, pool: int = 10, max_attempts: int = 5
 ) -> AsyncIterator[SQSClient]:
     """An SQS client for the configured region and endpoint."""
-    key_id, secret_key, token = settings.client_credentials()
+    config = client_config(settings, pool=pool, max_attempts=max_attempts)
     async with AsyncExitStack() as stack:
-        yield await _entered(
-            stack,
-            get_session().create_client(
-                "sqs",
-                region_name=region_of(settings),
-                endpoint_url=settings.endpoint_url,
-                aws_access_key_id=key_id,
-                aws_secret_access_key=secret_key,
-                aws_session_token=token,
-                config=client_config(settings, pool=pool, max_attempts=max_attempts),
-            ),
-        )
+        client: SQSClient = await _entered(stack, _create_client("sqs", settings, config))
+        yield client
 
 
 @asynccontextmanager
 async def open_sns(settings: Settings) -> AsyncIterator[SNSClient]:
     """An SNS client for the configured region and endpoint."""
-    key_id, secret_key, token = settings.client_credentials()
     async with AsyncExitStack() as stack:
-        yield await _entered(
-            stack,
-            get_session().create_client(
-                "sns",
-                region_name=region_of(settings),
-                endpoint_url=settings.endpoint_url,
-                aws_access_key_id=key_id,
-                aws_secret_access_key=secret_key,
-                aws_session_token=token,
-                config=client_config(settings),
-            ),
+        client: SNSClient = await _entered(
+            stack, _create_client("sns", settings, client_config(settings))
         )
+        yield client
 
 
 def error_code(exc: BaseException) -> str:
