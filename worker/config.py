@@ -8,10 +8,8 @@ variables (usually typos) are reported instead of silently ignored.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -287,6 +285,8 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     problems = []
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known:
+            import difflib  # noqa: PLC0415 -- only for a mistake: not in every worker's memory
+
             guess = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), stems, n=1)
             hint = f" (did you mean {stems[guess[0]]}?)" if guess else ""
             problems.append(f"{name}: unknown setting{hint}")
@@ -309,6 +309,8 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 
 def _read_config_file(path: Path) -> list[str]:
+    import tomllib  # noqa: PLC0415 -- only with a file: not in every worker's memory
+
     if not path.is_file():
         return [f"{CONFIG_FILE_VARIABLE}={path}: no such file"]
     try:

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import botocore.exceptions
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 
 from worker._version import __version__
 from worker.config import Settings
+from worker.endpoint_data import lean_loader
 from worker.errors import StartupError
 
 if TYPE_CHECKING:
@@ -117,10 +118,17 @@ async def _entered(stack: AsyncExitStack, creating: AsyncContextManager[_Client]
         raise StartupError(describe_failure(exc)) from None
 
 
+def aws_session() -> AioSession:
+    """A session for the worker's own clients, with the lean endpoint table (see endpoint_data)."""
+    session = get_session()
+    session.register_component("data_loader", lean_loader(session.get_config_variable("data_path")))
+    return session
+
+
 def _create_client(service: str, settings: Settings, config: AioConfig) -> Any:
     """The creating context of an SQS or SNS client for the configured region and endpoint."""
     key_id, secret_key, token = settings.client_credentials()
-    session: Any = get_session()  # typed per service by the callers
+    session: Any = aws_session()  # typed per service by the callers
     return session.create_client(
         service,
         region_name=region_of(settings),
