@@ -235,6 +235,39 @@ class TestFill:
         assert min(taken) >= 1
         assert capacity.in_use <= capacity.limit
 
+    async def test_the_line_holds_only_the_callers_waiting(self) -> None:
+        """A caller woken while another collects waits again; its spent place must not stay.
+
+        Five pollers taking up to ten slots with a fill, handlers giving slots back one by one:
+        the line once grew by about 30 spent futures a second (memory, and a longer scan at
+        every release), forever.
+        """
+        capacity = Capacity(50)
+        longest = 0
+        handlers: set[asyncio.Task[None]] = set()
+
+        async def handle(seconds: float) -> None:
+            await asyncio.sleep(seconds)
+            capacity.release()
+
+        async def poll() -> None:
+            nonlocal longest
+            while True:
+                taken = await capacity.acquire(10, fill_within=0.02)
+                await asyncio.sleep(0.01)  # the receive
+                for index in range(taken):
+                    task = asyncio.create_task(handle(0.04 + index * 0.002))
+                    handlers.add(task)
+                    task.add_done_callback(handlers.discard)
+                longest = max(longest, len(capacity._waiters))  # the line itself
+
+        pollers = [asyncio.create_task(poll()) for _ in range(5)]
+        await asyncio.sleep(1)
+        for poller in pollers:
+            poller.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+        assert 0 < longest <= len(pollers)
+
     async def test_cancelled_while_filling_hands_the_slots_on(self) -> None:
         capacity = Capacity(10)
         await capacity.acquire(9)

@@ -61,6 +61,7 @@ class Capacity:
                     # us and filled first): then wait at the head for what it leaves.
                     if self._free > 0 and self._filling is None:
                         break
+                    self._waiters.remove(waiter)  # spent: a line of spent futures would grow
                     waiter = asyncio.get_running_loop().create_future()
                     self._waiters.appendleft(waiter)  # keep our place at the head
             except asyncio.CancelledError:
