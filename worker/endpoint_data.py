@@ -11,7 +11,8 @@ endpoints, signing regions and FIPS or dual-stack variants resolve as they would
 left out falls back to its partition's defaults, as a service botocore does not list does.
 
 A file whose shape this reader does not expect (a future format, a custom ``AWS_DATA_PATH``
-table) is parsed whole, as botocore would: the trimming saves memory, never changes behaviour.
+table) is parsed whole, as botocore would: the trimming saves memory and never changes an
+endpoint the worker's clients resolve.
 """
 
 from __future__ import annotations
