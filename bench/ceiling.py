@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 from aiobotocore.config import AioConfig
@@ -33,6 +34,8 @@ async def consume(
 
     probe = Probe(expected, Path(os.environ["BENCH_RESULT"]), completed)
     calls = probe.extra["sqs_calls"] = {"ReceiveMessage": 0, "DeleteMessageBatch": 0}
+    probe.extra["receive_seconds"] = 0.0  # time inside ReceiveMessage calls that got messages
+    probe.extra["receives_timed"] = 0
     config = AioConfig(max_pool_connections=pollers + 2)
     async with get_session().create_client(
         "sqs", region_name="us-east-1", endpoint_url=endpoint, config=config
@@ -40,13 +43,16 @@ async def consume(
 
         async def poll() -> None:
             while not stop.is_set():
+                asked = time.perf_counter()
                 response = await sqs.receive_message(
                     QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait
                 )
                 calls["ReceiveMessage"] += 1
                 messages = response.get("Messages", [])
                 if not messages:
-                    continue
+                    continue  # the long polls at the end, once the queue is drained: not timed
+                probe.extra["receive_seconds"] += time.perf_counter() - asked
+                probe.extra["receives_timed"] += 1
                 for message in messages:
                     published = None
                     if latency:

@@ -533,11 +533,20 @@ def judge(  # noqa: PLR0917 -- the pieces of one run, gathered by run_once
         start, end = data["points"]["window_start"]["time"], data["points"]["window_end"]["time"]
         figures["moto_busy"] = moto.busy(start, end)
     figures["moto_cpu_ms_per_message"] = moto_cpu / total * 1000
+    figures.update(call_figures(data, total))
+    return Run(kind, not problems, problems, figures, [tuple(s) for s in data["rss_samples"]])
+
+
+def call_figures(data: dict[str, Any], total: int) -> dict[str, float]:
+    """SQS calls per ten messages, and the mean time a receive took, from a probe's result."""
     calls = data.get("sqs_calls") or {}
+    figures = {}
     if calls:
         for operation, short in (("ReceiveMessage", "receives"), ("DeleteMessageBatch", "deletes")):
             figures[f"{short}_per_10_msgs"] = calls.get(operation, 0.0) / total * 10
-    return Run(kind, not problems, problems, figures, [tuple(s) for s in data["rss_samples"]])
+    if data.get("receives_timed") and data.get("receive_seconds"):
+        figures["receive_ms"] = data["receive_seconds"] / data["receives_timed"] * 1000
+    return figures
 
 
 def figures_of(data: dict[str, Any], total: int) -> dict[str, float]:
@@ -612,7 +621,8 @@ def scenario_figures(scenario: Scenario) -> list[Figure]:
         return [rate, cpu, rss, *moto]
     if scenario.key in {"B", "C"}:
         extra = [rss] if scenario.key == "B" else []
-        return [ideal, Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"), *extra, *moto]
+        receive = Figure("ReceiveMessage round trip (mean)", "receive_ms", "ms")
+        return [ideal, Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"), *extra, receive, *moto]
     if scenario.key == "D":
         p99 = Figure("p99 publish → start", "latency_p99_ms", "ms",
                      target=lambda w, c: w["latency_p99_ms"] / c["latency_p99_ms"],
