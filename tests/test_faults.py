@@ -179,8 +179,23 @@ class TestErrorsOfEveryKind:
                 Rule.on(fault, probability=0.03)
                 for fault in (Fault.HTTP_500, Fault.HTTP_503, Fault.THROTTLE, Fault.RESET)
             ),
-            Rule.on(Fault.DROP_RESPONSE, probability=0.03),
+            # Not on receives: SQS would count a receive that no handler saw, and the poison
+            # would reach the DLQ with fewer failures than the count below (dropped receives
+            # have a test of their own).
+            Rule.on(
+                Fault.DROP_RESPONSE,
+                "DeleteMessageBatch",
+                "ChangeMessageVisibilityBatch",
+                "GetQueueAttributes",
+                probability=0.03,
+            ),
             Rule.on(Fault.LATENCY, probability=0.05, seconds=0.3),
+        )
+        # ... and one of each of the kinds nothing above targets, on the depth reads (every
+        # second), so that every kind is met however few calls the dice get to see.
+        certain = (
+            Rule.on(Fault.DROP_RESPONSE, "GetQueueAttributes", count=1),
+            Rule.on(Fault.LATENCY, "GetQueueAttributes", count=1, seconds=0.3),
         )
 
         async def until_reported(key: tuple[str, str], rule: Rule) -> None:
@@ -192,9 +207,10 @@ class TestErrorsOfEveryKind:
             proxy, queues, handler, registry, depth_interval_seconds=1
         ) as worker:
             # Once started: a worker that cannot read its queue at start-up exits.
-            proxy.add(*targeted.values(), *background)
+            proxy.add(*targeted.values(), *background, *certain)
             await asyncio.gather(*(until_reported(k, r) for k, r in targeted.items()))
             await eventually(lambda: len(ledger.handled_counts()) == 35, timeout=60)
+            await eventually(lambda: all(rule.spent for rule in certain), timeout=30)
             status, document = await asyncio.to_thread(probe, worker)
             assert status == 200, document
             proxy.clear()
