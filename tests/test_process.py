@@ -127,6 +127,10 @@ class TestGracefulShutdown:
             "run",
             **{**run_args(queues), "WORKER_WAIT_TIME_SECONDS": "5"},
             WORKER_CONCURRENCY="4",
+            # No fill: the poller goes straight from the three started handlers to its receive
+            # with the fourth slot. With one, it can still be collecting slots (up to 20 ms)
+            # when SIGTERM comes, and stop without that receive (seen once in CI).
+            WORKER_RECEIVE_FILL_SECONDS="0",
             TEST_SLEEP="2",
         ) as worker:
             await send(queues, "a", "b", "c")
