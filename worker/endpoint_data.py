@@ -110,35 +110,29 @@ class _Reader:
 
     def members(self) -> Iterator[str]:
         """Yield each key of the object here; the caller reads its value before the next."""
-        self.expect("{")
-        if self.peek() == "}":
-            self.pos += 1
-            return
-        while True:
+        for _ in self.items("{", "}"):
             key = self.value()
             if not isinstance(key, str):
                 raise TypeError(f"a key that is not a string at {self.pos}")
             self.expect(":")
             yield key
-            if self.peek() == ",":
-                self.pos += 1
-                continue
-            self.expect("}")
-            return
 
     def elements(self) -> Iterator[None]:
         """Yield once per element of the array here; the caller reads it before the next."""
-        self.expect("[")
-        if self.peek() == "]":
+        return self.items("[", "]")
+
+    def items(self, opening: str, closing: str) -> Iterator[None]:
+        """Yield once per item of the object or array here, between its commas."""
+        self.expect(opening)
+        if self.peek() == closing:
             self.pos += 1
             return
         while True:
             yield None
-            if self.peek() == ",":
-                self.pos += 1
-                continue
-            self.expect("]")
-            return
+            if self.peek() != ",":
+                break
+            self.pos += 1
+        self.expect(closing)
 
     def value(self) -> Any:
         self.skip_whitespace()
