@@ -20,6 +20,9 @@ instead. Bodies are SNS notification envelopes, as an SNS-subscribed queue recei
 Every figure is the median and the min-max over the rounds, and a ratio to the ceiling of the
 same round; rates and CPU are taken between 10% and 90% of the messages (:mod:`bench.probe`).
 Each run counts message ids: a message lost, seen twice, or left on the queue fails the run.
+Each run's line also splits the broker's CPU per message by kind of call (``moto_ms_*``, from
+:class:`bench.moto_server.CallCosts`), and what it spent outside any call (its HTTP server's
+I/O loop), so that a difference in the broker's CPU can be traced to its cause.
 """
 
 from __future__ import annotations
@@ -436,6 +439,7 @@ async def run_once(kind: str, spec: Round) -> Run:
         moto = CpuSampler(spec.moto_pid)
         sampling = asyncio.create_task(moto.run())
         moto_before = process_cpu(spec.moto_pid)
+        calls_before = await asyncio.to_thread(call_costs, spec.endpoint)
         if scenario.publish_rate is None:
             await feeder.send(spec.backlog)
         env = consumer_env(
@@ -462,12 +466,54 @@ async def run_once(kind: str, spec: Round) -> Run:
             feeding.cancel()
             (feed_error,) = await asyncio.gather(feeding, return_exceptions=True)
         moto_cpu = process_cpu(spec.moto_pid) - moto_before
+        calls = costs_between(calls_before, await asyncio.to_thread(call_costs, spec.endpoint))
         sampling.cancel()
         await asyncio.gather(sampling, return_exceptions=True)
         left = await leftovers(sqs, queue)
     if isinstance(feed_error, Exception):
         return Run(kind, False, [f"feeding the queue failed: {feed_error!r}"], {})
-    return judge(kind, spec, result, log_path, process.returncode, left, moto_cpu, moto)
+    run = judge(kind, spec, result, log_path, process.returncode, left, moto_cpu, moto)
+    run.figures.update(broker_figures(calls, moto_cpu, spec.total))
+    return run
+
+
+def call_costs(endpoint: str) -> dict[str, list[float]]:
+    """moto's CPU seconds per kind of call so far (bench/moto_server.py CallCosts); {} if none."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_bench/calls", timeout=5) as response:  # noqa: S310 -- loopback
+            return json.loads(response.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):  # werkzeug mode: moto's own server, no accounting
+        return {}
+
+
+def costs_between(
+    before: dict[str, list[float]], after: dict[str, list[float]]
+) -> dict[str, float]:
+    """CPU seconds moto spent per kind of call between two readings."""
+    return {
+        action: cpu - before.get(action, [0, 0.0])[1]
+        for action, (_, cpu) in after.items()
+        if cpu > before.get(action, [0, 0.0])[1]
+    }
+
+
+# The calls whose broker CPU is reported on its own; the rest (the harness's GetQueueUrl, SNS
+# publishes in D, ...) count in "other".
+_BROKER_CALLS = ("ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch", "GetQueueAttributes")
+
+
+def broker_figures(calls: dict[str, float], moto_cpu: float, total: int) -> dict[str, float]:
+    """moto's CPU per message by kind of call, and outside any call (its HTTP server's loop)."""
+    if not calls:
+        return {}
+    figures = {
+        f"moto_ms_{action}": calls.get(action, 0.0) / total * 1000 for action in _BROKER_CALLS
+    }
+    figures["moto_ms_other_calls"] = (
+        sum(cpu for action, cpu in calls.items() if action not in _BROKER_CALLS) / total * 1000
+    )
+    figures["moto_ms_outside_calls"] = (moto_cpu - sum(calls.values())) / total * 1000
+    return figures
 
 
 async def feed(
