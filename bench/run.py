@@ -95,6 +95,8 @@ SCENARIOS = [
     Scenario("A", "no-op handler, concurrency 50", "noop", 50, 20_000, 1500),
     Scenario("B", "I/O-bound handler (sleep 50 ms), concurrency 50", "sleep", 50, 15_000, 1500,
              sleep=0.05),
+    Scenario("B10", "I/O-bound handler (sleep 50 ms), concurrency 10: the broker not the limit",
+             "sleep", 10, 3000, 1000, sleep=0.05),
     Scenario("C", "skewed latency (most ~20 ms, 1% ~2 s), concurrency 100", "skewed", 100,
              15_000, 1500, skewed=True),
     Scenario("D", "end-to-end latency, SNS publish at 40/s, concurrency 50", "latency", 50, 1200,
@@ -665,7 +667,7 @@ def scenario_figures(scenario: Scenario) -> list[Figure]:
                    target_text="≥ 0.9 of min(ideal, ceiling)", threshold=0.9)  # fmt: skip
     if scenario.key == "A":
         return [rate, cpu, rss, *moto]
-    if scenario.key in {"B", "C"}:
+    if scenario.key in {"B", "B10", "C"}:
         extra = [rss] if scenario.key == "B" else []
         receive = Figure("ReceiveMessage round trip (mean)", "receive_ms", "ms")
         return [ideal, Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"), *extra, receive, *moto]
