@@ -321,3 +321,69 @@ class TestRelease:
         with pytest.raises(RuntimeError):
             capacity.release(3)
         assert capacity.in_use == 2
+
+
+class TestExtend:
+    """``extend`` sets the slots beyond the base limit (receive-ahead) without taking any in use."""
+
+    async def test_raising_frees_slots_and_wakes_a_waiter(self) -> None:
+        capacity = Capacity(2)
+        await capacity.acquire(2)
+        task = await waiting(capacity, most=10)
+        capacity.extend(3)
+        assert await task == 3
+        assert capacity.limit == 5
+        assert capacity.in_use == 5
+
+    async def test_lowering_takes_back_free_slots_first(self) -> None:
+        capacity = Capacity(2)
+        capacity.extend(4)
+        assert await capacity.acquire(1) == 1
+        capacity.extend(0)
+        assert capacity.limit == 2
+        assert capacity.in_use == 1
+        assert await capacity.acquire(10) == 1
+
+    async def test_slots_in_use_beyond_a_lowered_limit_are_kept_back_when_released(
+        self,
+    ) -> None:
+        capacity = Capacity(2)
+        capacity.extend(3)
+        assert await capacity.acquire(5) == 5
+        capacity.extend(0)  # 5 in use, limit 2: three are owed
+        assert capacity.in_use == 5
+        task = await waiting(capacity)
+        capacity.release(3)  # pays what is owed: still no slot free
+        await run_ready_tasks()
+        assert not task.done()
+        assert capacity.in_use == 2
+        capacity.release(1)
+        assert await task == 1
+        capacity.release(2)
+        assert capacity.in_use == 0
+        with pytest.raises(RuntimeError, match="released more slots than were taken"):
+            capacity.release()
+
+    async def test_raising_again_forgives_what_is_owed_first(self) -> None:
+        capacity = Capacity(1)
+        capacity.extend(2)
+        await capacity.acquire(3)
+        capacity.extend(0)  # two owed
+        capacity.extend(1)  # one forgiven, one still owed
+        assert capacity.limit == 2
+        assert capacity.in_use == 3
+        capacity.release(2)  # one pays the debt, one is free
+        assert await capacity.acquire(5) == 1
+
+    async def test_lowering_while_the_head_fills_leaves_it_a_slot(self) -> None:
+        capacity = Capacity(4)
+        await capacity.acquire(4)
+        capacity.release(1)
+        task = asyncio.create_task(capacity.acquire(4, fill_within=5.0))
+        await run_ready_tasks()
+        assert not task.done()  # collecting: one free, wants four
+        capacity.extend(0)  # nothing to lower (base limit), then lower below what is free
+        capacity.extend(2)
+        capacity.extend(0)
+        capacity.release(3)
+        assert await task >= 1

@@ -74,6 +74,7 @@ def _exported_series() -> set[str]:
     for name in (
         "worker_messages_in_flight",
         "worker_handlers_running",
+        "worker_messages_waiting",
         "worker_concurrency_limit",
         "worker_handlers_abandoned",
         "worker_pollers_running",

@@ -232,6 +232,62 @@ class TestPool:
             await eventually(lambda: len(handled) == 60, timeout=30)
         assert peak == 7  # reached, and never passed
 
+    async def test_messages_received_ahead_wait_for_a_slot_in_order(self, queues: Queues) -> None:
+        # Receive-ahead is sized from measured load (unit-tested in test_prefetch.py); here the
+        # capacity is extended by hand, as the sizing does, to see what the path does with it.
+        release = asyncio.Event()
+        started: list[str] = []
+        active = 0
+        peak = 0
+
+        async def held(message: Message) -> None:
+            nonlocal active, peak
+            started.append(message.body)
+            active += 1
+            peak = max(peak, active)
+            await release.wait()
+            active -= 1
+
+        await send(queues, "m0", "m1")
+        async with running_worker(queues.settings(concurrency=2, pollers=1), held) as running:
+            await eventually(lambda: len(started) == 2)
+            await send(queues, "m2", "m3", "m4", "m5")
+            running.worker.capacity.extend(4)
+            await eventually(lambda: running.worker.runner.waiting == 4)
+            assert running.worker.runner.running == 2
+            assert len(started) == 2  # received, but no slot is free
+            release.set()
+            await eventually(lambda: len(started) == 6)
+            await eventually(lambda: running.worker.runner.running == 0)
+        assert peak == 2  # the concurrency limit holds for messages received ahead
+        assert started[2:] == ["m2", "m3", "m4", "m5"]  # started in the order received
+        assert running.report.succeeded == 6
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
+    async def test_shutdown_releases_messages_received_ahead_at_once(self, queues: Queues) -> None:
+        release = asyncio.Event()
+        started: list[str] = []
+
+        async def held(message: Message) -> None:
+            started.append(message.body)
+            await release.wait()
+
+        await send(queues, "first")
+        async with running_worker(queues.settings(concurrency=1, pollers=1), held) as running:
+            await eventually(lambda: started == ["first"])
+            await send(queues, "ahead-1", "ahead-2")
+            running.worker.capacity.extend(2)
+            await eventually(lambda: running.worker.runner.waiting == 2)
+            running.worker.stop("test")
+            # Given back before the running handler finishes, not after: visible again at once.
+            await eventually(lambda: running.worker.settler.counts["released"] == 2)
+            assert running.worker.runner.waiting == 0
+            release.set()
+        assert started == ["first"]
+        assert running.report.succeeded == 1
+        assert running.report.released == 2
+        assert await depth(queues, queues.queue_url) == (2, 0)
+
     async def test_sync_handler_runs_in_a_thread(self, queues: Queues) -> None:
         threads: list[int] = []
         loop_thread = threading.get_ident()

@@ -1,8 +1,10 @@
-"""Free handler slots, which pollers take before they ask SQS for messages.
+"""Free slots for messages in hand, which pollers take before they ask SQS for messages.
 
-A poller asks for no more messages than it holds slots for, so a received message starts at once
-and never waits in a local buffer while its visibility clock runs. A slot comes back when the
-handler that used it has really stopped running (an abandoned, timed-out thread keeps its slot).
+A poller asks for no more messages than it holds slots for. There are as many slots as handler
+calls may run at once, plus the few that :mod:`worker.prefetch` adds so that a finishing handler
+finds its next message already received (``extend``); nothing else waits in a local buffer while
+its visibility clock runs. A slot comes back when the handler that used it has really stopped
+running (an abandoned, timed-out thread keeps its slot).
 
 When the pool is busy, slots come back one or two at a time, and a poller that took them at once
 would ask SQS for one or two messages: a receive of one costs the client, the broker and the
@@ -27,15 +29,17 @@ class Capacity:
     """
 
     def __init__(self, limit: int) -> None:
+        self.base = limit
         self.limit = limit
         self._free = limit
+        self._owed = 0  # slots in use beyond a lowered limit: kept back when released
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._filling: asyncio.Future[None] | None = None  # set while the head collects slots
 
     @property
     def in_use(self) -> int:
         """Slots taken."""
-        return self.limit - self._free
+        return self.limit + self._owed - self._free
 
     def _must_wait(self) -> bool:
         return (
@@ -103,14 +107,40 @@ class Capacity:
         finally:
             self._filling = None
 
+    def extend(self, extra: int) -> None:
+        """Set how many slots there are beyond the base limit (see :mod:`worker.prefetch`).
+
+        Raising it frees slots at once. Lowering it takes back free slots, unless the head of the
+        line is collecting them (it was promised at least one); what cannot be taken back now is
+        owed, and paid from the next releases: slots in use are never taken from their users.
+        """
+        limit = self.base + max(0, extra)
+        change, self.limit = limit - self.limit, limit
+        if change > 0:
+            forgiven = min(change, self._owed)
+            self._owed -= forgiven
+            self._add_free(change - forgiven)
+        elif change < 0:
+            self._owed -= change
+            if self._filling is None:
+                paid = min(self._owed, self._free)
+                self._owed -= paid
+                self._free -= paid
+
     def release(self, count: int = 1) -> None:
         """Give back ``count`` slots."""
         if count <= 0:
             return
-        if self._free + count > self.limit:
+        if count > self.in_use:
             raise RuntimeError("released more slots than were taken")
-        self._free += count
-        self._wake_next()
+        paid = min(self._owed, count)
+        self._owed -= paid
+        self._add_free(count - paid)
+
+    def _add_free(self, count: int) -> None:
+        if count > 0:
+            self._free += count
+            self._wake_next()
 
     def _wake_next(self) -> None:
         if self._filling is not None:

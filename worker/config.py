@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=10, ge=1, le=10_000)
     pollers: int | None = Field(default=None, ge=1, le=100)
     receive_fill_seconds: float = Field(default=0.02, ge=0, le=1)
+    prefetch: int = Field(default=20, ge=0, le=1000)
     wait_time_seconds: int = Field(default=20, ge=1, le=20)
     visibility_timeout: int | None = Field(default=None, ge=1, le=SQS_MAX_VISIBILITY_SECONDS)
     max_processing_seconds: float = Field(default=900, gt=0, le=SQS_MAX_VISIBILITY_SECONDS)

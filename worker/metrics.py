@@ -130,6 +130,7 @@ class Metrics:
         for name, text in {
             "worker_messages_in_flight": "Messages received and not yet settled.",
             "worker_handlers_running": "Handler calls running (utilisation = this / limit).",
+            "worker_messages_waiting": "Messages received ahead, waiting for a handler slot.",
             "worker_concurrency_limit": "WORKER_CONCURRENCY: handler calls allowed at once.",
             "worker_handlers_abandoned": "Plain-function handlers past budget, still running.",
             "worker_pollers_running": "Long-polling loops alive.",

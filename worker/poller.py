@@ -1,9 +1,11 @@
-"""Pollers: long-poll SQS for as many messages as there are free slots, and hand them over.
+"""Pollers: long-poll SQS for as many messages as there are slots for, and hand them over.
 
 Several pollers run at once so that one slow receive does not leave the pool idle. Each takes
-free slots first, then asks SQS for at most that many messages (or batches), so received messages
-start at once; while handlers are finishing it waits up to ``WORKER_RECEIVE_FILL_SECONDS`` for
-enough slots to ask for ten (see :mod:`worker.capacity`). Errors talking to SQS never end a
+free slots first, then asks SQS for at most that many messages (or batches); the slots include a
+few beyond the concurrency limit, sized from the measured receive round trip and completion rate
+(:mod:`worker.prefetch`), so that a slot freed by a finishing handler finds a message waiting.
+While handlers are finishing a poller waits up to ``WORKER_RECEIVE_FILL_SECONDS`` for enough
+slots to ask for ten (see :mod:`worker.capacity`). Errors talking to SQS never end a
 poller: it backs off with jitter and tries again.
 
 With a batching window (``WORKER_MAX_BATCHING_WINDOW``, Lambda handlers), a poller takes one slot
@@ -30,6 +32,7 @@ import structlog
 
 from worker.capacity import Capacity
 from worker.lease import Lease
+from worker.prefetch import Prefetch
 from worker.runner import Runner
 from worker.sqs import MAX_BATCH, SqsQueue, describe_failure, error_code
 
@@ -67,6 +70,7 @@ class Poller:
         batching_window: float = 0.0,
         fill_seconds: float = 0.0,
         carry: list[Lease] | None = None,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self._queue = queue
         self._capacity = capacity
@@ -75,6 +79,7 @@ class Poller:
         self._visibility_timeout = visibility_timeout
         self._window = batching_window
         self._fill_seconds = fill_seconds
+        self._prefetch = prefetch
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._idle = False  # waiting for slots or backing off: safe to cancel
@@ -124,6 +129,7 @@ class Poller:
 
     async def _receive(self, count: int, wait: int | None = None) -> list[MessageTypeDef] | None:
         """One receive; ``None`` when it failed (logged, to be backed off by the caller)."""
+        asked = time.monotonic()
         try:
             messages = await self._queue.receive(
                 count,
@@ -134,6 +140,8 @@ class Poller:
             self._log_failure(exc)
             return None
         self.consecutive_errors = 0
+        if messages and self._prefetch is not None:
+            self._prefetch.received(time.monotonic() - asked)
         return list(messages)
 
     async def _gather(self) -> list[Lease]:

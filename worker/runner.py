@@ -1,11 +1,12 @@
 """The runner: starts the handler on what the pollers received, and settles each outcome.
 
 Every received message is leased at once, filtered (``WORKER_FILTER_CRITERIA``: what matches no
-pattern is deleted unhandled, as on Lambda), grouped into handler calls and started: the pollers
-only ask for as many messages as there are free slots, so nothing waits in a local buffer. Each
-outcome goes to the settler: success is deleted, failure waits out the retry backoff, a
-non-retryable failure is released at once. Tasks are kept in a set so that they cannot be
-garbage-collected while they run.
+pattern is deleted unhandled, as on Lambda), grouped into handler calls and started, at most
+``WORKER_CONCURRENCY`` at a time. The pollers ask for no more messages than there are free
+slots plus the few received ahead (:mod:`worker.prefetch`); those wait here, in the order they
+came, and start the moment a handler finishes. Each outcome goes to the settler: success is
+deleted, failure waits out the retry backoff, a non-retryable failure is released at once.
+Tasks are kept in a set so that they cannot be garbage-collected while they run.
 
 On a FIFO queue, messages of one MessageGroupId are handled one at a time, in order, while other
 groups run in parallel; when one fails, the later messages of its group in hand are released
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from worker.handlers import Adapter, Invocation
 from worker.lease import Lease, LeaseKeeper
 from worker.metrics import Metrics
 from worker.outcome import HELD_FOR_ORDER, Failure, FailureReason, Outcome, Released
+from worker.prefetch import Prefetch
 from worker.settler import Settler
 from worker.sqs import MAX_BATCH
 
@@ -56,6 +59,7 @@ class Runner:
         fifo: bool = False,
         criteria: FilterCriteria | None = None,
         log_bodies: bool = False,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self._adapter = adapter
         self._keeper = keeper
@@ -69,6 +73,12 @@ class Runner:
         self.fifo = fifo
         self._criteria = criteria
         self._log_bodies = log_bodies
+        self._prefetch = prefetch
+        self._limit = capacity.base  # handler calls at once: the concurrency limit
+        self._running = 0
+        # Units received ahead of a free slot (see worker.prefetch), with how each is run.
+        self._waiting: deque[tuple[Callable[[list[Lease]], Coroutine[Any, Any, None]], list[Lease]]]
+        self._waiting = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.last_arrival = time.monotonic()
@@ -78,7 +88,12 @@ class Runner:
     @property
     def running(self) -> int:
         """Handler calls in progress (abandoned ones included)."""
-        return len(self._tasks)
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        """Messages received ahead, waiting for a handler slot."""
+        return sum(len(unit) for _, unit in self._waiting)
 
     @property
     def slots_per_receive(self) -> int:
@@ -147,11 +162,28 @@ class Runner:
             self.give_back(leases)
             self._capacity.release(len(units))
             return
-        loop = asyncio.get_running_loop()
         for unit in units:
-            task = loop.create_task(run(unit))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self._running < self._limit and not self._waiting:
+                self._launch(run, unit)
+            else:
+                self._waiting.append((run, unit))
+
+    def _launch(
+        self, run: Callable[[list[Lease]], Coroutine[Any, Any, None]], unit: list[Lease]
+    ) -> None:
+        self._running += 1
+        task = asyncio.get_running_loop().create_task(run(unit))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _finished(self) -> None:
+        """A handler call's slot is free again: count it, and start what waits for one."""
+        self._running -= 1
+        self._capacity.release(1)
+        if self._prefetch is not None:
+            self._prefetch.completed()
+        while self._waiting and self._running < self._limit and not self._closed:
+            self._launch(*self._waiting.popleft())
 
     def give_back(self, leases: Sequence[Lease]) -> None:
         """Release leases that will not be handled (shutting down)."""
@@ -160,15 +192,19 @@ class Runner:
                 self._settler.release(lease, reason="shutdown")
 
     def close(self) -> None:
-        """Start no more handlers; what arrives from now on is released."""
+        """Start no more handlers; what waits for a slot, or arrives from now on, is released."""
         self._closed = True
+        while self._waiting:
+            _, unit = self._waiting.popleft()
+            self.give_back(unit)
+            self._capacity.release(1)
 
     async def drain(self, until: float) -> int:
         """Wait for running handlers until ``until`` (monotonic), then cancel the rest.
 
         Returns how many were cancelled; their messages are released.
         """
-        self._closed = True
+        self.close()
         if not self._tasks:
             return 0
         wait = max(0.0, until - time.monotonic())
@@ -186,7 +222,7 @@ class Runner:
                 # settled, but its slot stays taken until it really ends.
                 await asyncio.wait({invocation.running})
         finally:
-            self._capacity.release(1)
+            self._finished()
 
     async def _run_chain(self, chain: list[Lease]) -> None:
         """One FIFO group's messages, one at a time, in order, under one slot."""
@@ -206,7 +242,7 @@ class Runner:
             self.give_back(chain)
             raise
         finally:
-            self._capacity.release(1)
+            self._finished()
 
     async def _invoke(self, batch: list[Lease]) -> Invocation:
         started = time.monotonic()

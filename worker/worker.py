@@ -1,11 +1,12 @@
 """The worker: one path for every message, and the lifecycle around it.
 
-receive (pollers, as many messages as there are free slots) → run (the runner starts the handler
-at once) → extend (the lease keeper) → settle (the settler deletes or sets visibility, in
-batches). This module wires those parts to one queue, starts them, and stops them in order:
+receive (pollers, as many messages as there are free slots, plus a few received ahead) → run
+(the runner starts the handler, at most ``WORKER_CONCURRENCY`` at once) → extend (the lease
+keeper) → settle (the settler deletes or sets visibility, in batches). This module wires those
+parts to one queue, starts them, and stops them in order:
 
 1. stop receiving: idle pollers stop at once; an open long poll is let finish and what it returns
-   is released (visibility 0);
+   is released (visibility 0), as is what was received ahead and waits for a slot;
 2. let running handlers finish until ``WORKER_SHUTDOWN_TIMEOUT``, then cancel them and release
    their messages;
 3. send every buffered delete and visibility change;
@@ -44,6 +45,7 @@ from worker.lambda_env import (
 from worker.lease import Lease, LeaseKeeper
 from worker.metrics import Metrics
 from worker.poller import Poller
+from worker.prefetch import Prefetch
 from worker.runner import Runner
 from worker.settler import Settler
 from worker.sqs import (
@@ -118,6 +120,13 @@ class Worker:
             flush_delay=settings.settle_flush_seconds,
         )
         self.capacity = Capacity(settings.concurrency)
+        # Receive-ahead (worker.prefetch) where a slot runs one message of a standard queue; a
+        # Lambda batch or a FIFO group already gathers several messages under one slot.
+        self.prefetch = Prefetch(
+            self.capacity,
+            settings.prefetch if settings.batch_size_for_type == 1 and not info.fifo else 0,
+            fill_seconds=settings.receive_fill_seconds,
+        )
         self.retry_delay = self._retry_delay()
         self.runner = Runner(
             adapter,
@@ -134,6 +143,7 @@ class Worker:
                 FilterCriteria.parse(settings.filter_criteria) if settings.filter_criteria else None
             ),
             log_bodies=settings.log_message_bodies,
+            prefetch=self.prefetch,
         )
         carry: list[Lease] = []
         self.pollers = [
@@ -150,6 +160,7 @@ class Worker:
                 ),
                 fill_seconds=settings.receive_fill_seconds,
                 carry=carry,
+                prefetch=self.prefetch,
             )
             for _ in range(settings.poller_count)
         ]
@@ -168,6 +179,7 @@ class Worker:
     def _watch_state(self) -> None:
         self.metrics.watch("worker_messages_in_flight", lambda: self.keeper.in_flight)
         self.metrics.watch("worker_handlers_running", lambda: self.runner.running)
+        self.metrics.watch("worker_messages_waiting", lambda: self.runner.waiting)
         self.metrics.watch("worker_concurrency_limit", lambda: self.settings.concurrency)
         self.metrics.watch("worker_handlers_abandoned", lambda: self._caller.abandoned)
         self.metrics.watch("worker_pollers_running", lambda: self.health.pollers_running)
