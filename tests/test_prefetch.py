@@ -31,13 +31,20 @@ def sized(concurrency: int, most: int) -> tuple[Capacity, Prefetch, Clock]:
 
 
 def steady(
-    prefetch: Prefetch, clock: Clock, *, rate: float, round_trip: float, seconds: float
+    prefetch: Prefetch,
+    clock: Clock,
+    *,
+    rate: float,
+    round_trip: float,
+    seconds: float,
+    duration: float,
 ) -> None:
-    """Completions at ``rate`` per second, and a receive every 10 ms taking ``round_trip``."""
+    """Completions at ``rate`` per second, each call having run ``duration`` seconds, and a
+    receive every 10 ms taking ``round_trip``."""
     step = 0.01
     for _ in range(round(seconds / step)):
         clock.now += step
-        prefetch.completed(round(rate * step))
+        prefetch.completed(duration, round(rate * step))
         prefetch.received(round_trip)
 
 
@@ -59,17 +66,35 @@ class TestAllowance:
             pytest.param(10, 0, 1000, 0.05, 0, id="zero disables it"),
         ],
     )
-    def test_steady_load(
+    def test_a_busy_pool(
         self, concurrency: int, most: int, rate: float, round_trip: float, ahead: int
     ) -> None:
         capacity, prefetch, clock = sized(concurrency, most)
-        steady(prefetch, clock, rate=rate, round_trip=round_trip, seconds=30)
+        full = concurrency / rate  # each call as long as keeps every slot busy
+        steady(prefetch, clock, rate=rate, round_trip=round_trip, seconds=30, duration=full)
         assert prefetch.ahead == ahead
         assert capacity.limit == concurrency + ahead
 
+    @pytest.mark.parametrize(
+        ("duration", "ahead"),
+        [
+            # 700/s x 0.1 ms: the handlers hold 0.07 of 50 slots; receives in flight hold the rest.
+            pytest.param(0.0001, 0, id="near-instant handlers: nothing to refill"),
+            pytest.param(0.03, 0, id="handlers holding 21 of 50 slots"),
+            # 28 completions a cycle: three receives of ten.
+            pytest.param(0.04, 30, id="handlers holding 28 of 50 slots"),
+        ],
+    )
+    def test_only_where_handlers_hold_half_the_pool(self, duration: float, ahead: int) -> None:
+        capacity, prefetch, clock = sized(50, most=100)
+        steady(prefetch, clock, rate=700, round_trip=0.02, seconds=30, duration=duration)
+        assert prefetch.running == pytest.approx(700 * duration, rel=0.02)
+        assert prefetch.ahead == ahead
+        assert capacity.limit == 50 + ahead
+
     def test_the_averages_follow_the_measurements(self) -> None:
         _, prefetch, clock = sized(50, most=100)
-        steady(prefetch, clock, rate=500, round_trip=0.02, seconds=20)
+        steady(prefetch, clock, rate=500, round_trip=0.02, seconds=20, duration=0.1)
         assert prefetch.rate == pytest.approx(500, rel=0.01)
         assert prefetch.round_trip == pytest.approx(0.02)
 
@@ -77,18 +102,18 @@ class TestAllowance:
         capacity, prefetch, clock = sized(4, most=20)
         for _ in range(30):  # one completion, and so one receive, a minute
             clock.now += 60
-            prefetch.completed()
+            prefetch.completed(240)
             prefetch.received(0.05)
         assert prefetch.ahead == 0
         assert capacity.limit == 4
 
     def test_falls_when_the_load_does(self) -> None:
         capacity, prefetch, clock = sized(50, most=100)
-        steady(prefetch, clock, rate=1000, round_trip=0.02, seconds=10)
+        steady(prefetch, clock, rate=1000, round_trip=0.02, seconds=10, duration=0.05)
         assert prefetch.ahead == 40
-        steady(prefetch, clock, rate=100, round_trip=0.02, seconds=10)
+        steady(prefetch, clock, rate=100, round_trip=0.02, seconds=10, duration=0.5)
         assert prefetch.ahead == 10
-        steady(prefetch, clock, rate=1, round_trip=0.02, seconds=20)
+        steady(prefetch, clock, rate=1, round_trip=0.02, seconds=20, duration=50)
         assert prefetch.ahead == 0
         assert capacity.limit == 50
 

@@ -11,7 +11,9 @@ fill a poller waits for ten slots, ``WORKER_RECEIVE_FILL_SECONDS``, plus the rec
 trip) unless a message is already waiting, so the pool idles ``completions per second x cycle``
 slots' worth of time. Where that is at least 1% of the pool, the pollers hold enough messages
 for one cycle of completions, in whole receives (up to ten messages each), up to
-``WORKER_PREFETCH``; where it is less, none. Short handlers get a buffer that keeps the pool
+``WORKER_PREFETCH``; where it is less, none. Nor any where the handlers hold less than half the
+pool on average: near-instant handlers leave their slots at once, and the slots are held by the
+receives in flight, so there is nothing to refill. Short handlers get a buffer that keeps the pool
 busy; handlers that run longer than about a hundred cycles (4 s at a 20 ms round trip) get
 none, so no message is held back from the other replicas while a long job runs; an idle queue
 lets it fall to nothing.
@@ -34,6 +36,9 @@ _ROUND_TRIP_WEIGHT = 0.2
 # Below this share of the pool's time idle between a completion and the next start, receiving
 # ahead is not worth holding messages back from other consumers.
 _WORTH_IT = 0.01
+# Receiving ahead helps only where handlers, not receives in flight, hold most of the slots: a
+# pool of near-instant handlers is never short of a message, and extra ones would only be held.
+_HANDLERS_HOLD = 0.5
 
 
 class Prefetch:
@@ -54,14 +59,19 @@ class Prefetch:
         self._receive_size = max(1, min(MAX_BATCH, capacity.base))
         self._now = now
         self.rate = 0.0  # handler completions per second, moving average
+        # Handler calls running on average, moving average: the seconds the calls that ended
+        # ran, per second (Little's law), so a time average whatever the moment it is read.
+        self.running = 0.0
+        self._ran = 0.0
         self.round_trip = 0.0  # seconds per receive that brought messages, moving average
         self._completed = 0
         self._since = self._now()
         self.ahead = 0
 
-    def completed(self, count: int = 1) -> None:
-        """Handler calls (slots' worth) that finished."""
+    def completed(self, seconds: float, count: int = 1) -> None:
+        """``count`` handler calls (slots' worth) finished, having held their slots ``seconds``."""
         self._completed += count
+        self._ran += seconds * count
 
     def received(self, round_trip: float) -> None:
         """A receive that brought messages took ``round_trip`` seconds: update the allowance."""
@@ -73,7 +83,8 @@ class Prefetch:
             self.round_trip += _ROUND_TRIP_WEIGHT * (round_trip - self.round_trip)
         self._update_rate()
         per_cycle = self.rate * (self._fill_seconds + self.round_trip)
-        if per_cycle < _WORTH_IT * self._capacity.base:
+        base = self._capacity.base
+        if self.running < _HANDLERS_HOLD * base or per_cycle < _WORTH_IT * base:
             self.ahead = 0
         else:
             receives = math.ceil(per_cycle / self._receive_size)
@@ -87,5 +98,7 @@ class Prefetch:
             return
         weight = 1.0 - math.exp(-elapsed / _RATE_SECONDS)
         self.rate += weight * (self._completed / elapsed - self.rate)
+        self.running += weight * (self._ran / elapsed - self.running)
         self._completed = 0
+        self._ran = 0.0
         self._since = now

@@ -176,12 +176,12 @@ class Runner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _finished(self) -> None:
+    def _finished(self, started: float) -> None:
         """A handler call's slot is free again: count it, and start what waits for one."""
         self._running -= 1
         self._capacity.release(1)
         if self._prefetch is not None:
-            self._prefetch.completed()
+            self._prefetch.completed(time.monotonic() - started)
         while self._waiting and self._running < self._limit and not self._closed:
             self._launch(*self._waiting.popleft())
 
@@ -215,6 +215,7 @@ class Runner:
         return len(pending)
 
     async def _run(self, batch: list[Lease]) -> None:
+        started = time.monotonic()
         try:
             invocation = await self._invoke(batch)
             if invocation.running is not None:
@@ -222,10 +223,11 @@ class Runner:
                 # settled, but its slot stays taken until it really ends.
                 await asyncio.wait({invocation.running})
         finally:
-            self._finished()
+            self._finished(started)
 
     async def _run_chain(self, chain: list[Lease]) -> None:
         """One FIFO group's messages, one at a time, in order, under one slot."""
+        started = time.monotonic()
         try:
             for index, lease in enumerate(chain):
                 if self._closed:
@@ -242,7 +244,7 @@ class Runner:
             self.give_back(chain)
             raise
         finally:
-            self._finished()
+            self._finished(started)
 
     async def _invoke(self, batch: list[Lease]) -> Invocation:
         started = time.monotonic()
