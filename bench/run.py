@@ -492,11 +492,8 @@ def costs_between(
     before: dict[str, list[float]], after: dict[str, list[float]]
 ) -> dict[str, float]:
     """CPU seconds moto spent per kind of call between two readings."""
-    return {
-        action: cpu - before.get(action, [0, 0.0])[1]
-        for action, (_, cpu) in after.items()
-        if cpu > before.get(action, [0, 0.0])[1]
-    }
+    spent = {action: cpu - before.get(action, [0, 0.0])[1] for action, (_, cpu) in after.items()}
+    return {action: cpu for action, cpu in spent.items() if cpu > 0}
 
 
 # The calls whose broker CPU is reported on its own; the rest (the harness's GetQueueUrl, SNS

@@ -76,9 +76,14 @@ class Runner:
         self._prefetch = prefetch
         self._limit = capacity.base  # handler calls at once: the concurrency limit
         self._running = 0
-        # Units received ahead of a free slot (see worker.prefetch), with how each is run.
-        self._waiting: deque[tuple[Callable[[list[Lease]], Coroutine[Any, Any, None]], list[Lease]]]
-        self._waiting = deque()
+        # A unit is one slot's messages: on a FIFO queue with one message per call, a group's
+        # chain, run one message at a time; otherwise one handler call's batch.
+        self._chains = fifo and batch_size == 1
+        self._run_unit: Callable[[list[Lease]], Coroutine[Any, Any, None]] = (
+            self._run_chain if self._chains else self._run
+        )
+        # Units in hand that wait for a handler slot (received ahead: see worker.prefetch).
+        self._waiting: deque[list[Lease]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.last_arrival = time.monotonic()
@@ -93,7 +98,7 @@ class Runner:
     @property
     def waiting(self) -> int:
         """Messages received ahead, waiting for a handler slot."""
-        return sum(len(unit) for _, unit in self._waiting)
+        return sum(len(unit) for unit in self._waiting)
 
     @property
     def slots_per_receive(self) -> int:
@@ -148,33 +153,27 @@ class Runner:
 
     def start(self, leases: list[Lease], slots: int) -> None:
         """Start handler calls on ``leases``; gives back the slots they do not need."""
-        run: Callable[[list[Lease]], Coroutine[Any, Any, None]]
-        if self.fifo and self.batch_size == 1:
+        if self._chains:
             units = list(_by_group(leases).values())
-            run = self._run_chain
         else:
             size = len(leases) if self.fifo else self.batch_size
             units = [leases[i : i + size] for i in range(0, len(leases), max(1, size))]
-            run = self._run
         self._capacity.release(slots - len(units))
         if self._closed:
             # Shutting down: a long poll that was already open returned these. Give them back.
             self.give_back(leases)
             self._capacity.release(len(units))
             return
-        for unit in units:
-            if self._running < self._limit and not self._waiting:
-                self._launch(run, unit)
-            else:
-                self._waiting.append((run, unit))
+        self._waiting.extend(units)
+        self._start_waiting()
 
-    def _launch(
-        self, run: Callable[[list[Lease]], Coroutine[Any, Any, None]], unit: list[Lease]
-    ) -> None:
-        self._running += 1
-        task = asyncio.get_running_loop().create_task(run(unit))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _start_waiting(self) -> None:
+        """Start waiting units, in the order they came, while handler slots are free."""
+        while self._waiting and self._running < self._limit and not self._closed:
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._run_unit(self._waiting.popleft()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _finished(self, started: float) -> None:
         """A handler call's slot is free again: count it, and start what waits for one."""
@@ -182,8 +181,7 @@ class Runner:
         self._capacity.release(1)
         if self._prefetch is not None:
             self._prefetch.completed(time.monotonic() - started)
-        while self._waiting and self._running < self._limit and not self._closed:
-            self._launch(*self._waiting.popleft())
+        self._start_waiting()
 
     def give_back(self, leases: Sequence[Lease]) -> None:
         """Release leases that will not be handled (shutting down)."""
@@ -195,7 +193,7 @@ class Runner:
         """Start no more handlers; what waits for a slot, or arrives from now on, is released."""
         self._closed = True
         while self._waiting:
-            _, unit = self._waiting.popleft()
+            unit = self._waiting.popleft()
             self.give_back(unit)
             self._capacity.release(1)
 
