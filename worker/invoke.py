@@ -7,6 +7,10 @@ until the thread really ends, so abandoned threads never push the pool past its 
 
 Whatever a handler raises, ``SystemExit`` and ``KeyboardInterrupt`` included, fails only the
 message it was handling; it never unwinds the worker.
+
+A plain function that returns an awaitable (an ``async def`` under a plain decorator) has its
+work in that awaitable: it is awaited on the loop under what is left of the same budget, never
+mistaken for a success that did nothing.
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ async def _finished_by(future: asyncio.Future[Any], deadline: float) -> bool:
     return future.done()
 
 
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 async def _guarded(function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
     try:
         return await function(*args)
@@ -109,14 +117,21 @@ class Caller:
         """Call ``function(*args)`` and wait for it until ``deadline`` (``time.monotonic``)."""
         loop = asyncio.get_running_loop()
         if self._is_async(function):
-            running: asyncio.Future[Any] = loop.create_task(_guarded(function, args))
-        else:
-            context = contextvars.copy_context()
-            running = loop.run_in_executor(
-                self._executor, functools.partial(context.run, _guarded_sync, function, args)
-            )
-            self._threads.add(running)
-            running.add_done_callback(self._threads.discard)
+            return await self._wait(loop.create_task(_guarded(function, args)), deadline)
+        context = contextvars.copy_context()
+        running = loop.run_in_executor(
+            self._executor, functools.partial(context.run, _guarded_sync, function, args)
+        )
+        self._threads.add(running)
+        running.add_done_callback(self._threads.discard)
+        call = await self._wait(running, deadline)
+        if call.error is None and inspect.isawaitable(call.value):
+            awaitable = loop.create_task(_guarded(_awaited, (call.value,)), context=context)
+            return await self._wait(awaitable, deadline)
+        return call
+
+    async def _wait(self, running: asyncio.Future[Any], deadline: float) -> Call:
+        """Wait for a started call until ``deadline``; cancel or abandon it past that."""
         try:
             done = await _finished_by(running, deadline)
         except asyncio.CancelledError:

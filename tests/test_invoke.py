@@ -1,0 +1,81 @@
+"""The caller of user code: what each kind of function gets (pure logic, no queue)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from worker.errors import HandlerTimeoutError
+from worker.invoke import Caller
+
+
+def plainly_wrapped(function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    """A decorator as users write them: a plain function that returns the coroutine."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any) -> Any:
+        return function(*args)
+
+    return wrapper
+
+
+@pytest.fixture
+async def caller() -> Any:
+    made = Caller(max_threads=2)
+    yield made
+    made.close()
+
+
+class TestAwaitableFromAPlainFunction:
+    """A plain function that returns a coroutine has its work in it: the coroutine is run."""
+
+    async def test_its_value_is_the_coroutines(self, caller: Caller) -> None:
+        @plainly_wrapped
+        async def handler(value: int) -> int:
+            await asyncio.sleep(0)
+            return value * 2
+
+        call = await caller.call(handler, (21,), deadline=time.monotonic() + 5)
+        assert call.error is None
+        assert call.value == 42
+
+    async def test_what_the_coroutine_raises_fails_the_call(self, caller: Caller) -> None:
+        ran: list[str] = []
+
+        @plainly_wrapped
+        async def handler(body: str) -> None:
+            ran.append(body)
+            raise ValueError("bad order")
+
+        call = await caller.call(handler, ("order-1",), deadline=time.monotonic() + 5)
+        assert ran == ["order-1"]
+        assert isinstance(call.error, ValueError)
+        assert str(call.error) == "bad order"
+
+    async def test_the_budget_covers_the_coroutine(self, caller: Caller) -> None:
+        cancelled = asyncio.Event()
+
+        @plainly_wrapped
+        async def handler() -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        call = await caller.call(handler, (), deadline=time.monotonic() + 0.2)
+        assert isinstance(call.error, HandlerTimeoutError)
+        assert cancelled.is_set()
+        assert call.running is None  # a coroutine is stopped, not abandoned
+        assert caller.abandoned == 0
+
+    async def test_a_plain_value_is_not_awaited(self, caller: Caller) -> None:
+        response: dict[str, list[str]] = {"batchItemFailures": []}
+        call = await caller.call(lambda: response, (), deadline=time.monotonic() + 5)
+        assert call.error is None
+        assert call.value is response
