@@ -146,9 +146,9 @@ class Poller:
 
     async def _gather(self) -> list[Lease]:
         """A batch: full, its window closed, or at the payload limit."""
-        batch = list(self._carry)
-        self._carry.clear()
-        size = sum(record_size(lease) for lease in batch)
+        batch, size = self._take_carried()
+        if self._carry:
+            return batch  # what was carried fills a batch by itself
         closes = time.monotonic() + self._window if batch else None
         limit = self._runner.batch_size
         while len(batch) < limit and not self._stopping:
@@ -164,18 +164,44 @@ class Poller:
                     break  # hand over what is gathered; the next batch backs off
                 await self._back_off()
                 continue
-            for lease in self._runner.lease(messages):
-                if closes is None:
-                    closes = time.monotonic() + self._window
-                grown = size + record_size(lease)
-                if batch and (grown > PAYLOAD_LIMIT_BYTES or self._carry):
-                    self._carry.append(lease)
-                    continue
-                batch.append(lease)
-                size = grown
+            leases = self._runner.lease(messages)
+            if leases and closes is None:
+                closes = time.monotonic() + self._window  # opened by its first message
+            size = self._add(batch, size, leases)
             if self._carry:
                 break
         return batch
+
+    def _add(self, batch: list[Lease], size: int, leases: list[Lease]) -> int:
+        """Add ``leases`` to ``batch`` (of ``size`` bytes) in order; returns its new size.
+
+        What would take the batch past the payload limit is carried to the next batch, and so
+        is everything after it, so that the order holds.
+        """
+        for lease in leases:
+            grown = size + record_size(lease)
+            if batch and (grown > PAYLOAD_LIMIT_BYTES or self._carry):
+                self._carry.append(lease)
+                continue
+            batch.append(lease)
+            size = grown
+        return size
+
+    def _take_carried(self) -> tuple[list[Lease], int]:
+        """The start of a batch from what was carried over, in order: one batch at most.
+
+        The carry is shared, and another poller may add a whole receive to it while one batch
+        is handed over, so it can hold more than a batch, by count or by size.
+        """
+        batch: list[Lease] = []
+        size = 0
+        while self._carry and len(batch) < self._runner.batch_size:
+            grown = size + record_size(self._carry[0])
+            if batch and grown > PAYLOAD_LIMIT_BYTES:
+                break
+            batch.append(self._carry.pop(0))
+            size = grown
+        return batch, size
 
     def _log_failure(self, exc: Exception) -> None:
         self.consecutive_errors += 1
