@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -120,6 +121,34 @@ class TestOrder:
             await eventually(lambda: running.worker.keeper.in_flight == 0)
         assert journal.handled == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2]}  # each once, in order
         assert running.report.failures == {"handler_error": 1}
+
+
+    async def test_a_handler_thread_past_its_budget_does_not_hold_its_group(
+        self, moto_endpoint: str
+    ) -> None:
+        settings, made = await fifo_queues(moto_endpoint)
+        release = threading.Event()
+        handled: list[tuple[int, int]] = []  # (n, receive count)
+
+        def handler(message: Message) -> None:
+            number = message.json()["n"]
+            handled.append((number, message.receive_count))
+            if number == 0 and message.receive_count == 1:
+                release.wait(30)  # past its 1 s budget: abandoned, its thread still running
+
+        await publish_groups(settings, made.topic_arn, {"a": 3})
+        settings = settings.model_copy(update={"max_processing_seconds": 1, "concurrency": 2})
+        async with running_worker(settings, handler) as running:
+            try:
+                # The group is retried in order while the abandoned thread still runs.
+                await eventually(lambda: [n for n, _ in handled] == [0, 0, 1, 2], timeout=20)
+                assert running.worker.runner.running == 1  # the thread keeps its slot
+            finally:
+                release.set()
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        assert handled[1] == (0, 2)
+        assert running.report.failures == {"timeout": 1}
+        assert running.report.released >= 1  # what followed 0 in hand, released at once
 
 
 class TestShutdown:

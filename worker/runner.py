@@ -232,11 +232,15 @@ class Runner:
                     self.give_back(chain[index:])
                     return
                 invocation = await self._invoke([lease])
-                if invocation.running is not None:
-                    await asyncio.wait({invocation.running})
-                if invocation.outcomes[0] is not None:
+                failed = invocation.outcomes[0] is not None
+                if failed:  # the group is retried in order: release what follows at once
                     for later in chain[index + 1 :]:
                         self._settle(later, HELD_FOR_ORDER, 0.0, in_batch=True)
+                if invocation.running is not None:
+                    # Abandoned past its budget: the slot stays taken until the thread ends,
+                    # but the group is not held up by it.
+                    await asyncio.wait({invocation.running})
+                if failed:
                     return
         except asyncio.CancelledError:
             self.give_back(chain)
