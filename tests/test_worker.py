@@ -161,6 +161,30 @@ class TestVisibility:
         assert running.report.deleted == 1
         assert await depth(queues, queues.queue_url) == (0, 0)
 
+    async def test_a_queue_whose_visibility_timeout_is_0_still_leases(self, queues: Queues) -> None:
+        # SQS allows 0; the worker then asks for SQS's default on each receive, or every message
+        # would be handed to the next receive while its handler runs.
+        async with open_sqs(queues.settings()) as sqs:
+            await sqs.set_queue_attributes(
+                QueueUrl=queues.queue_url, Attributes={"VisibilityTimeout": "0"}
+            )
+        calls: list[str] = []
+
+        async def slow(message: Message) -> None:
+            calls.append(message.message_id)
+            await asyncio.sleep(2)
+
+        await publish(queues, "slow")
+        # One poller (no emulator race) that keeps receiving while the handler runs.
+        settings = queues.settings(concurrency=2, pollers=1)
+        async with running_worker(settings, slow) as running:
+            await eventually(lambda: len(calls) == 1)
+            await eventually(lambda: running.worker.keeper.in_flight == 0, timeout=10)
+        assert running.worker.visibility_timeout == 30
+        assert len(calls) == 1
+        assert running.report.deleted == 1
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
     async def test_async_handler_over_budget_is_cancelled_and_retried(self, queues: Queues) -> None:
         attempts: list[int] = []
         cancelled: list[bool] = []

@@ -126,7 +126,8 @@ class LeaseKeeper:
                     )
 
     def _extendable(self, lease: Lease, now: float) -> bool:
-        if lease.settling or lease.lost or now >= lease.hard_limit:
+        # SQS extends by whole seconds: in its last second a lease cannot be extended at all.
+        if lease.settling or lease.lost or lease.hard_limit - now < 1:
             return False
         return lease.deadline is None or now < lease.deadline
 

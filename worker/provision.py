@@ -14,7 +14,7 @@ import botocore.exceptions
 
 from worker.config import Settings
 from worker.errors import ConfigurationError, StartupError
-from worker.sqs import describe_failure, error_code, open_sns, open_sqs
+from worker.sqs import DEFAULT_VISIBILITY_SECONDS, describe_failure, error_code, open_sns, open_sqs
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs.literals import QueueAttributeNameType
 
 _DLQ_RETENTION_SECONDS = 1_209_600  # 14 days, the most SQS keeps a message: time to look at it
-_DEFAULT_VISIBILITY_SECONDS = 30
 _MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
@@ -143,7 +142,7 @@ async def _ensure_queue(sqs: SQSClient, settings: Settings, name: str, result: P
     url = await _existing_queue_url(sqs, name)
     if url is None:
         attributes: dict[QueueAttributeNameType, str] = {
-            "VisibilityTimeout": str(settings.visibility_timeout or _DEFAULT_VISIBILITY_SECONDS),
+            "VisibilityTimeout": str(settings.visibility_timeout or DEFAULT_VISIBILITY_SECONDS),
             "ReceiveMessageWaitTimeSeconds": "20",
             "RedrivePolicy": redrive,
             "SqsManagedSseEnabled": "true",

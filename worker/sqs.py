@@ -37,6 +37,7 @@ _Response = TypeVar("_Response", bound=Mapping[str, Any])
 _Client = TypeVar("_Client")
 
 MAX_BATCH = 10  # SQS takes at most ten entries per batch call and returns at most ten messages
+DEFAULT_VISIBILITY_SECONDS = 30  # SQS's own default for a queue's visibility timeout
 _REGION_IN_URL = re.compile(r"^https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 
 

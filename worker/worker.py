@@ -49,6 +49,7 @@ from worker.prefetch import Prefetch
 from worker.runner import Runner
 from worker.settler import Settler
 from worker.sqs import (
+    DEFAULT_VISIBILITY_SECONDS,
     MAX_BATCH,
     QueueInfo,
     SqsQueue,
@@ -105,7 +106,14 @@ class Worker:
         self.metrics = metrics
         self.health = health
         self.queue = SqsQueue(client, info.url, metrics)
-        self.visibility_timeout = settings.visibility_timeout or info.visibility_timeout
+        # A queue whose visibility timeout is 0 would hand each message straight to the next
+        # receive: the worker then asks for SQS's default on each receive and leases for that.
+        self.visibility_timeout = (
+            settings.visibility_timeout or info.visibility_timeout or DEFAULT_VISIBILITY_SECONDS
+        )
+        receive_visibility = (
+            None if self.visibility_timeout == info.visibility_timeout else self.visibility_timeout
+        )
         self.keeper = LeaseKeeper(
             self.queue,
             visibility_timeout=self.visibility_timeout,
@@ -152,7 +160,7 @@ class Worker:
                 capacity=self.capacity,
                 runner=self.runner,
                 wait_seconds=settings.wait_time_seconds,
-                visibility_timeout=settings.visibility_timeout,
+                visibility_timeout=receive_visibility,
                 batching_window=(
                     settings.max_batching_window
                     if settings.handler_type is HandlerType.LAMBDA
