@@ -274,6 +274,11 @@ class TestEnvelopeModes:
             pytest.param('{"TopicArn": "orders", "Message": "x"}', id="no-type"),
             pytest.param('[{"Type": "Notification", "TopicArn": "orders"}]', id="json-list"),
             pytest.param("Type TopicArn Notification", id="text"),
+            # A payload of its own with a Type field: SNS always sends TopicArn.
+            pytest.param('{"Type": "Notification", "userId": 42}', id="payload-typed-notification"),
+            pytest.param(
+                '{"Type": "Notification", "Message": {"TopicArn": "nested"}}', id="nested-topic-arn"
+            ),
         ],
     )
     def test_auto_passes_other_bodies_through(self, body: str) -> None:
