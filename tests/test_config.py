@@ -355,7 +355,17 @@ class TestConsistency:
 
     @pytest.mark.parametrize(
         "handler",
-        ["app.handlers:handle", "a:b", "app:Handler.handle", "_private._mod:_fn", "app2:fn_3"],
+        [
+            "app.handlers:handle",
+            "a:b",
+            "app:Handler.handle",
+            "_private._mod:_fn",
+            "app2:fn_3",
+            # Lambda's own form, as a function's Handler setting is copied:
+            "lambda_function.lambda_handler",
+            "my-function.handler",
+            "src/app.handler",
+        ],
     )
     def test_valid_handler(self, handler: str) -> None:
         assert load_settings(overrides={"handler": handler}).handler == handler
@@ -363,7 +373,8 @@ class TestConsistency:
     @pytest.mark.parametrize(
         "handler",
         [
-            pytest.param("app.handlers", id="no-function"),
+            pytest.param("handlers", id="no-function"),
+            pytest.param("app.", id="empty-lambda-function"),
             pytest.param("app.handlers:", id="empty-function"),
             pytest.param(":handle", id="empty-module"),
             pytest.param("app/handlers.py:handle", id="file-path"),
@@ -374,7 +385,10 @@ class TestConsistency:
     )
     def test_invalid_handler(self, handler: str) -> None:
         (problem,) = problems_of(overrides={"handler": handler})
-        assert problem == f"WORKER_HANDLER: must be 'package.module:function' (got {handler!r})"
+        assert problem == (
+            "WORKER_HANDLER: must be 'package.module:function', or Lambda's 'module.function'"
+            f" (got {handler!r})"
+        )
 
     def test_filter_policy_object(self) -> None:
         policy = '{"kind": ["created", "updated"]}'
@@ -474,7 +488,7 @@ class TestCommandLine:
         )
 
     def test_bad_handler_flag(self, capsys: pytest.CaptureFixture[str]) -> None:
-        assert main(["run", "--queue", "q", "--handler", "app.handlers"]) == 2
+        assert main(["run", "--queue", "q", "--handler", "handlers"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1
         assert "WORKER_HANDLER: must be 'package.module:function'" in err

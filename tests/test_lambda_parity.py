@@ -219,6 +219,25 @@ class TestContextAndEnvironment:
         assert seen["LAMBDA_TASK_ROOT"] == str(tmp_path)
         assert seen["_HANDLER"] == f"{module}.handler"
 
+    async def test_a_handler_setting_in_lambdas_form_is_taken_as_it_is(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        # A file name with "-", in a directory: Lambda's Handler "src/my-fn.handler".
+        module = f"my-fn-{uuid.uuid4().hex[:8]}"
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / f"{module}.py").write_text(
+            "calls = []\ndef handler(event, context):\n    calls.append(len(event['Records']))\n",
+            encoding="utf-8",
+        )
+        await send(queues, "x")
+        settings = lambda_settings(
+            queues, handler=f"src/{module}.handler", handler_path=tmp_path, function_name="fn"
+        )
+        async with running_worker(settings):
+            loaded = importlib.import_module(f"src.{module}")
+            await eventually(lambda: loaded.calls == [1])
+            assert os.environ["_HANDLER"] == f"src/{module}.handler"
+
 
 class TestFifoLimits:
     """A FIFO queue takes batches of at most ten and no batching window, as on Lambda."""

@@ -30,7 +30,7 @@ def function_settings(settings: Any, module: str, **overrides: Any) -> Any:
     return settings.model_copy(
         update={
             "handler_type": HandlerType.LAMBDA,
-            "handler": f"{module}:lambda_handler",
+            "handler": f"{module}.lambda_handler",  # Lambda's own form, copied as it is
             "handler_path": FUNCTIONS,
             **overrides,
         }

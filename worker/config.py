@@ -35,7 +35,28 @@ from worker.errors import ConfigurationError
 ENV_PREFIX = "WORKER_"
 CONFIG_FILE_VARIABLE = "WORKER_CONFIG_FILE"
 SQS_MAX_VISIBILITY_SECONDS = 43_200  # SQS caps a message's total visibility at 12 hours
-_HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_MODULE_PART = re.compile(r"^[A-Za-z_][\w-]*$")  # Lambda's runtime imports file names with "-"
+_ATTRIBUTE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+HANDLER_FORMS = "'package.module:function', or Lambda's 'module.function'"
+
+
+def split_handler(spec: str) -> tuple[str, str] | None:
+    """The (module, attribute) a handler name names, or ``None`` if it names none.
+
+    ``package.module:function`` is the worker's form. Lambda's own, ``module.function`` with
+    ``/`` between directories (``src/app.handler``), is read as Lambda's runtime reads it, so
+    that a function's Handler setting can be copied as it is.
+    """
+    if ":" in spec:
+        module, _, attribute = spec.partition(":")
+    else:
+        module, _, attribute = spec.rpartition(".")
+        module = module.replace("/", ".")
+    if not module or not all(_MODULE_PART.match(part) for part in module.split(".")):
+        return None
+    if not _ATTRIBUTE.match(attribute):
+        return None
+    return module, attribute
 
 
 class HandlerType(StrEnum):
@@ -174,8 +195,8 @@ class Settings(BaseSettings):
     @field_validator("handler")
     @classmethod
     def _handler_names_a_function(cls, value: str | None) -> str | None:
-        if value is not None and not _HANDLER_PATTERN.match(value):
-            raise ValueError("must be 'package.module:function'")
+        if value is not None and split_handler(value) is None:
+            raise ValueError(f"must be {HANDLER_FORMS}")
         return value
 
     @field_validator("queue_url", "endpoint_url")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from worker.config import EnvelopeMode
+from worker.config import HANDLER_FORMS, EnvelopeMode, split_handler
 from worker.errors import ConfigurationError, InvalidLambdaResponseError, MalformedMessageError
 from worker.invoke import Call, Caller
 from worker.lambda_env import FunctionIdentity
@@ -45,13 +45,20 @@ class Adapter(Protocol):
 
 
 def load_handler(spec: str, search_path: Path | None = None) -> Handler:
-    """Import ``package.module:function``; raises :class:`ConfigurationError` with one line."""
-    module_name, _, attribute = spec.partition(":")
-    if search_path is not None:
-        sys.path.insert(0, str(search_path))
+    """Import ``package.module:function`` (or Lambda's ``module.function``).
+
+    Raises :class:`ConfigurationError` with one line.
+    """
 
     def problem(text: str) -> ConfigurationError:
         return ConfigurationError([f"WORKER_HANDLER={spec}: {text}"])
+
+    names = split_handler(spec)
+    if names is None:
+        raise problem(f"must be {HANDLER_FORMS}")
+    module_name, attribute = names
+    if search_path is not None:
+        sys.path.insert(0, str(search_path))
 
     try:
         module = importlib.import_module(module_name)

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.backoff import ExponentialBackoff, QueueTimeout, RetryDelay
 from worker.capacity import Capacity
-from worker.config import BackoffMode, HandlerType, Settings
+from worker.config import HANDLER_FORMS, BackoffMode, HandlerType, Settings
 from worker.depth import QueueDepth
 from worker.errors import ConfigurationError, StartupError
 from worker.filtering import FilterCriteria
@@ -348,7 +348,7 @@ def build_adapter(
         log.debug("worker.lambda_environment", set=added)
     if function is None:
         if settings.handler is None:
-            raise ConfigurationError(["WORKER_HANDLER: required (package.module:function)"])
+            raise ConfigurationError([f"WORKER_HANDLER: required ({HANDLER_FORMS})"])
         function = load_handler(settings.handler, settings.handler_path)
     if settings.handler_type is HandlerType.LAMBDA:
         return LambdaAdapter(
