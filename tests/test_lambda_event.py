@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from worker.errors import InvalidLambdaResponseError
+from worker.lambda_env import FunctionIdentity
 from worker.lambda_event import LambdaContext, failed_message_ids, sqs_event, sqs_record
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:orders"
@@ -159,8 +160,14 @@ class TestLambdaContext:
         assert ctx.memory_limit_in_mb == "512"
         assert ctx.log_group_name == "/aws/lambda/orders"
         assert ctx.log_stream_name == "worker"
-        assert ctx.identity is None
+        # As the runtime's: an identity whose ids are None outside Cognito, no client context.
+        assert ctx.identity.cognito_identity_id is None
+        assert ctx.identity.cognito_identity_pool_id is None
         assert ctx.client_context is None
+
+    def test_log_writes_to_standard_output(self, capsys: pytest.CaptureFixture[str]) -> None:
+        context().log("order 7 handled\n")
+        assert capsys.readouterr().out == "order 7 handled\n"
 
     def test_explicit_names(self) -> None:
         ctx = context(function_version="7", log_group_name="/custom", log_stream_name="pod-1")
@@ -311,3 +318,23 @@ class TestFailedMessageIds:
     )
     def test_ignored_without_report_batch_item_failures(self, response: Any) -> None:
         assert failed_message_ids(response, BATCH, report_batch_item_failures=False) == set()
+
+
+class TestFunctionIdentity:
+    """The ARN a handler believes it was invoked by is in its queue's partition."""
+
+    @pytest.mark.parametrize(
+        ("partition", "region"),
+        [("aws", "us-east-1"), ("aws-cn", "cn-north-1"), ("aws-us-gov", "us-gov-west-1")],
+    )
+    def test_function_arn(self, partition: str, region: str) -> None:
+        identity = FunctionIdentity(
+            function_name="orders",
+            memory_limit_in_mb=512,
+            region=region,
+            account="123456789012",
+            partition=partition,
+        )
+        assert identity.function_arn == (
+            f"arn:{partition}:lambda:{region}:123456789012:function:orders"
+        )

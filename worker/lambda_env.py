@@ -28,11 +28,15 @@ class FunctionIdentity:
     region: str
     account: str
     function_version: str = "$LATEST"
+    partition: str = "aws"  # aws-cn, aws-us-gov...: the queue's
 
     @property
     def function_arn(self) -> str:
         """The ARN Lambda would have invoked."""
-        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.function_name}"
+        return (
+            f"arn:{self.partition}:lambda:{self.region}:{self.account}"
+            f":function:{self.function_name}"
+        )
 
     @property
     def log_group_name(self) -> str:

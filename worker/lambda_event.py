@@ -9,6 +9,7 @@ with ReportBatchItemFailures semantics, including the cases Lambda treats as a f
 from __future__ import annotations
 
 import base64
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,6 +57,19 @@ def _lambda_attribute(attribute: Mapping[str, Any]) -> dict[str, Any]:
     return converted
 
 
+class CognitoIdentity:
+    """``context.identity`` of the Python runtime: both ids are ``None`` outside Cognito."""
+
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self) -> None:
+        self.cognito_identity_id: str | None = None
+        self.cognito_identity_pool_id: str | None = None
+
+    def __repr__(self) -> str:
+        return "CognitoIdentity(cognito_identity_id=None, cognito_identity_pool_id=None)"
+
+
 class LambdaContext:
     """The context object of the Python Lambda runtime, with the same attribute names and types.
 
@@ -81,7 +95,7 @@ class LambdaContext:
         self.aws_request_id = str(uuid.uuid4())  # one per invocation, as on Lambda
         self.log_group_name = log_group_name or f"/aws/lambda/{function_name}"
         self.log_stream_name = log_stream_name
-        self.identity: Any = None
+        self.identity = CognitoIdentity()  # the runtime's, empty outside Cognito-signed calls
         self.client_context: Any = None
         self.tenant_id: str | None = None
         self._deadline = deadline
@@ -89,6 +103,10 @@ class LambdaContext:
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the worker gives up on this invocation."""
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+    def log(self, msg: object) -> None:
+        """Write ``msg`` to standard output, as the runtime does without a log sink."""
+        sys.stdout.write(str(msg))
 
     def __repr__(self) -> str:
         return (

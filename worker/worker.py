@@ -316,6 +316,7 @@ def function_identity(settings: Settings, info: QueueInfo) -> FunctionIdentity:
         memory_limit_in_mb=settings.memory_limit_in_mb or container_memory_mb(),
         region=info.region,
         account=info.arn.split(":")[4],
+        partition=info.arn.split(":")[1],
     )
 
 
