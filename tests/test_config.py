@@ -498,10 +498,18 @@ class TestLambdaBatching:
     """Lambda's rule: a batch above ten records can only be gathered over a window."""
 
     def test_large_batch_without_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WORKER_HANDLER_TYPE", "lambda")
         monkeypatch.setenv("WORKER_BATCH_SIZE", "100")
         assert problems_of() == [
             "WORKER_BATCH_SIZE above 10 needs WORKER_MAX_BATCHING_WINDOW of at least 1 second"
         ]
+
+    def test_message_handlers_take_no_batches(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A message handler is called once per message: the batch size does not apply to it.
+        monkeypatch.setenv("WORKER_BATCH_SIZE", "100")
+        settings = load_settings()
+        assert settings.batch_size == 100
+        assert settings.batch_size_for_type == 1
 
     def test_large_batch_with_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("WORKER_BATCH_SIZE", "100")

@@ -111,7 +111,7 @@ class TestBatchingWindow:
 
     def test_batch_size_above_ten_needs_a_window(self, queues: Queues) -> None:
         with pytest.raises(ValueError, match="needs WORKER_MAX_BATCHING_WINDOW"):
-            queues.settings(batch_size=50)
+            queues.settings(batch_size=50, handler_type="lambda")
 
 
 class TestFilterCriteria:

@@ -241,7 +241,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set both WORKER_AWS_ACCESS_KEY_ID and WORKER_AWS_SECRET_ACCESS_KEY, or neither"
             )
-        if self.batch_size > 10 and self.max_batching_window < 1:
+        lambda_batches = self.handler_type is HandlerType.LAMBDA
+        if lambda_batches and self.batch_size > 10 and self.max_batching_window < 1:
             # Lambda's rule: one receive returns at most ten messages, so a larger batch can
             # only be gathered over time.
             raise ValueError(
