@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -138,6 +139,30 @@ class TestSuccessAndFailure:
         assert len(dead) == 1
         assert running.report.failures == {"non_retryable": 3}
         assert running.report.released == 3
+
+    async def test_non_retryable_waits_out_the_backoff_where_there_is_no_dlq(
+        self, queues: Queues
+    ) -> None:
+        # Reprocessing a DLQ: it has no DLQ of its own, so a message released at once would come
+        # straight back, as fast as SQS can hand it out, and the idle exit would never come.
+        calls: list[float] = []
+
+        async def rejects(message: Message) -> None:
+            calls.append(time.monotonic())
+            raise NonRetryableError("still bad")
+
+        async with open_sqs(queues.settings()) as sqs:
+            await sqs.send_message(QueueUrl=queues.dlq_url, MessageBody="poison")
+        settings = queues.settings(
+            queue_url=queues.dlq_url, backoff_base_seconds=1.0, backoff_max_seconds=1.0
+        )
+        async with running_worker(settings, rejects) as running:
+            await eventually(lambda: len(calls) >= 2, timeout=10)
+            await asyncio.sleep(1.5)
+        assert len(calls) <= 4  # about once a second, the backoff's pace
+        assert min(b - a for a, b in itertools.pairwise(calls)) >= 0.5
+        assert running.report.released == 0
+        assert running.report.retried == len(calls)
 
 
 class TestVisibility:

@@ -5,7 +5,8 @@ pattern is deleted unhandled, as on Lambda), grouped into handler calls and star
 ``WORKER_CONCURRENCY`` at a time. The pollers ask for no more messages than there are free
 slots plus the few received ahead (:mod:`worker.prefetch`); those wait here, in the order they
 came, and start the moment a handler finishes. Each outcome goes to the settler: success is
-deleted, failure waits out the retry backoff, a non-retryable failure is released at once.
+deleted, failure waits out the retry backoff, a non-retryable failure is released at once
+(where the queue has a DLQ to move it to).
 Tasks are kept in a set so that they cannot be garbage-collected while they run.
 
 On a FIFO queue, messages of one MessageGroupId are handled one at a time, in order, while other
@@ -60,6 +61,7 @@ class Runner:
         criteria: FilterCriteria | None = None,
         log_bodies: bool = False,
         prefetch: Prefetch | None = None,
+        has_dlq: bool = True,
     ) -> None:
         self._adapter = adapter
         self._keeper = keeper
@@ -74,6 +76,10 @@ class Runner:
         self._criteria = criteria
         self._log_bodies = log_bodies
         self._prefetch = prefetch
+        # A non-retryable failure is released at once so that it reaches the DLQ after its
+        # remaining receives. Without a DLQ (a DLQ being reprocessed, or no RedrivePolicy) it
+        # would come straight back, again and again: there it waits out the backoff instead.
+        self._release_non_retryable = has_dlq
         self._limit = capacity.base  # handler calls at once: the concurrency limit
         self._running = 0
         # A unit is one slot's messages: on a FIFO queue with one message per call, a group's
@@ -317,7 +323,7 @@ class Runner:
             "duration_seconds": round(duration, 6),
             **extra,
         }
-        if outcome.reason is FailureReason.NON_RETRYABLE:
+        if outcome.reason is FailureReason.NON_RETRYABLE and self._release_non_retryable:
             log.warning("message.failed", retry_in_seconds=0, **fields)
             self._settler.release(lease, reason="non_retryable")
         else:

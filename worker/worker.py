@@ -152,6 +152,7 @@ class Worker:
             ),
             log_bodies=settings.log_message_bodies,
             prefetch=self.prefetch,
+            has_dlq=info.redrive is not None,
         )
         carry: list[Lease] = []
         self.pollers = [
