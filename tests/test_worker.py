@@ -380,6 +380,32 @@ class TestPool:
         assert running.report.succeeded == 2
 
 
+class TestShutdownWithOpenPolls:
+    """An open long poll is let end by itself on shutdown, however short the shutdown timeout."""
+
+    async def test_a_poll_open_past_the_shutdown_timeout_still_brings_its_messages_back(
+        self, queues: Queues
+    ) -> None:
+        handled: list[str] = []
+
+        async def records(message: Message) -> None:
+            handled.append(message.body)
+
+        await send(queues, "first")
+        settings = queues.settings(wait_time_seconds=9, shutdown_timeout=0, concurrency=1)
+        async with running_worker(settings, records) as running:
+            await eventually(lambda: handled == ["first"])
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+            # The poller is back in a 9 s receive. Stop, then send into that open receive
+            # after the 5 s grace that follows a 0 s shutdown timeout.
+            running.worker.stop("test")
+            await asyncio.sleep(6.5)
+            await send(queues, "late")
+        assert handled == ["first"]  # not started: the worker was stopping
+        assert running.report.released == 1  # received by the open poll, and given back
+        assert await depth(queues, queues.queue_url) == (1, 0)  # visible again at once
+
+
 class TestIdleExit:
     """``--exit-when-idle`` ends a drain once the queue is quiet."""
 

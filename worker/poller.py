@@ -104,8 +104,7 @@ class Poller:
             while not self._stopping:
                 slots = await self._wait_for_slots()
                 if self._window > 0:
-                    batch = await self._gather()
-                    self._runner.start(batch, slots)
+                    self._runner.start(await self._gather(), slots)
                     continue
                 messages = await self._receive(self._runner.messages_for(slots))
                 if messages is None:
@@ -146,7 +145,17 @@ class Poller:
 
     async def _gather(self) -> list[Lease]:
         """A batch: full, its window closed, or at the payload limit."""
-        batch, size = self._take_carried()
+        batch: list[Lease] = []
+        try:
+            return await self._gather_into(batch)
+        except asyncio.CancelledError:
+            # Cut short past the shutdown's grace period: what it holds is released, not left
+            # invisible for a whole visibility timeout.
+            self._runner.give_back(batch)
+            raise
+
+    async def _gather_into(self, batch: list[Lease]) -> list[Lease]:
+        size = self._take_carried(batch)
         if self._carry:
             return batch  # what was carried fills a batch by itself
         closes = time.monotonic() + self._window if batch else None
@@ -187,13 +196,12 @@ class Poller:
             size = grown
         return size
 
-    def _take_carried(self) -> tuple[list[Lease], int]:
-        """The start of a batch from what was carried over, in order: one batch at most.
+    def _take_carried(self, batch: list[Lease]) -> int:
+        """Start ``batch`` from what was carried over, in order: one batch at most; its size.
 
         The carry is shared, and another poller may add a whole receive to it while one batch
         is handed over, so it can hold more than a batch, by count or by size.
         """
-        batch: list[Lease] = []
         size = 0
         while self._carry and len(batch) < self._runner.batch_size:
             grown = size + record_size(self._carry[0])
@@ -201,7 +209,7 @@ class Poller:
                 break
             batch.append(self._carry.pop(0))
             size = grown
-        return batch, size
+        return size
 
     def _log_failure(self, exc: Exception) -> None:
         self.consecutive_errors += 1
@@ -213,6 +221,8 @@ class Poller:
         )
 
     async def _back_off(self) -> None:
+        if self._stopping:
+            return  # a receive that failed after the stop: nothing to wait for
         step = min(
             _BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** min(self.consecutive_errors, 10)
         )

@@ -256,16 +256,18 @@ class Worker:
             log.error("worker.poller_died", exc_info=task.exception())
 
     async def _shut_down(self, poll_tasks: list[asyncio.Task[None]]) -> Report:
-        deadline = time.monotonic() + self.settings.shutdown_timeout
+        stopped_at = time.monotonic()
+        deadline = stopped_at + self.settings.shutdown_timeout
         self.runner.close()
         for poller in self.pollers:
             poller.stop()
         interrupted = await self.runner.drain(deadline)
-        # Open long polls end by themselves within WaitTimeSeconds; wait for them (they may carry
-        # messages to release) but not past the grace period.
+        # Open long polls end by themselves within WaitTimeSeconds, however short the shutdown
+        # timeout: wait for them (they may carry messages to release), then a grace period.
+        polls_end = max(deadline, stopped_at + self.settings.wait_time_seconds)
         _, pending = (
             await asyncio.wait(
-                poll_tasks, timeout=max(0.0, deadline + _SETTLE_GRACE_SECONDS - time.monotonic())
+                poll_tasks, timeout=max(0.0, polls_end + _SETTLE_GRACE_SECONDS - time.monotonic())
             )
             if poll_tasks
             else (set(), set())
