@@ -122,7 +122,6 @@ class TestOrder:
         assert journal.handled == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2]}  # each once, in order
         assert running.report.failures == {"handler_error": 1}
 
-
     async def test_a_handler_thread_past_its_budget_does_not_hold_its_group(
         self, moto_endpoint: str
     ) -> None:
