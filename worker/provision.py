@@ -1,7 +1,8 @@
 """``worker provision``: the topic, the queue, its DLQ, the subscription and the queue policy.
 
-Idempotent: what exists is checked and brought in line (RedrivePolicy, queue policy, subscription
-attributes), what is missing is created, and every step says which it was.
+Idempotent: what exists is checked and brought in line (RedrivePolicy, a visibility timeout that
+was asked for, queue policy, raw delivery and filter policy of the subscription), what is missing
+is created, and every step says which it was and what it changed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class Provisioned:
     def say(self, what: str, name: str, verdict: str) -> None:
         """Record one step for the summary."""
         self.steps.append((what, name, verdict))
+
+    def checked(self, what: str, name: str, changes: list[str]) -> None:
+        """Record a step on something that existed: found as wanted, or updated, and how."""
+        if changes:
+            self.say(what, f"{name} ({', '.join(changes)})", "updated")
+        else:
+            self.say(what, name, "found")
 
     def lines(self) -> list[str]:
         """The summary, one aligned line per step."""
@@ -135,12 +143,62 @@ async def _ensure_topic(sns: SNSClient, settings: Settings, name: str, result: P
     result.say("topic", arn, "found" if arn in existing else "created")
 
 
+def _redrive_changes(current: str | None, dlq_arn: str, max_receive_count: int) -> list[str]:
+    """What differs between the queue's RedrivePolicy and the wanted one, in words.
+
+    Compared field by field, not as JSON text: SQS may give ``maxReceiveCount`` back as a
+    string, which is the same policy and must not be reported as a change.
+    """
+    if not current:
+        return [f"redrive policy added (maxReceiveCount {max_receive_count})"]
+    policy = json.loads(current)
+    notes = []
+    if policy.get("deadLetterTargetArn") != dlq_arn:
+        old = str(policy.get("deadLetterTargetArn", "none")).rsplit(":", 1)[-1]
+        notes.append(f"DLQ {old} → {dlq_arn.rsplit(':', 1)[-1]}")
+    if str(policy.get("maxReceiveCount")) != str(max_receive_count):
+        notes.append(f"maxReceiveCount {policy.get('maxReceiveCount')} → {max_receive_count}")
+    return notes
+
+
+async def _bring_queue_in_line(
+    sqs: SQSClient, settings: Settings, url: str, dlq_arn: str
+) -> list[str]:
+    """Set what differs on an existing queue; returns what changed, in words.
+
+    The visibility timeout is changed only when one is asked for: the 30 s used at creation is
+    SQS's default, not a choice to impose on a queue whose operators tuned it. Encryption and the
+    receive wait are left alone, as a queue may be encrypted with its own KMS key and the worker
+    sets its own wait on every receive.
+    """
+    current = (
+        await sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["RedrivePolicy", "VisibilityTimeout"]
+        )
+    ).get("Attributes", {})
+    changes: dict[QueueAttributeNameType, str] = {}
+    notes = _redrive_changes(current.get("RedrivePolicy"), dlq_arn, settings.max_receive_count)
+    if notes:
+        changes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}
+        )
+    wanted_visibility = settings.visibility_timeout
+    if wanted_visibility is not None and current.get("VisibilityTimeout") != str(wanted_visibility):
+        changes["VisibilityTimeout"] = str(wanted_visibility)
+        notes.append(
+            f"visibility timeout {current.get('VisibilityTimeout', '?')} s → {wanted_visibility} s"
+        )
+    if changes:
+        await sqs.set_queue_attributes(QueueUrl=url, Attributes=changes)
+    return notes
+
+
 async def _ensure_queue(sqs: SQSClient, settings: Settings, name: str, result: Provisioned) -> None:
-    redrive = json.dumps(
-        {"deadLetterTargetArn": result.dlq_arn, "maxReceiveCount": settings.max_receive_count}
-    )
     url = await _existing_queue_url(sqs, name)
     if url is None:
+        redrive = json.dumps(
+            {"deadLetterTargetArn": result.dlq_arn, "maxReceiveCount": settings.max_receive_count}
+        )
         attributes: dict[QueueAttributeNameType, str] = {
             "VisibilityTimeout": str(settings.visibility_timeout or DEFAULT_VISIBILITY_SECONDS),
             "ReceiveMessageWaitTimeSeconds": "20",
@@ -151,14 +209,7 @@ async def _ensure_queue(sqs: SQSClient, settings: Settings, name: str, result: P
         url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
         result.say("queue", url, "created")
     else:
-        current = (
-            await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
-        ).get("Attributes", {})
-        if json.loads(current.get("RedrivePolicy") or "{}") == json.loads(redrive):
-            result.say("queue", url, "found")
-        else:
-            await sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": redrive})
-            result.say("queue", url, "updated")
+        result.checked("queue", url, await _bring_queue_in_line(sqs, settings, url, result.dlq_arn))
     result.queue_url, result.queue_arn = url, await _queue_arn(sqs, url)
     result.say(
         "redrive",
@@ -171,10 +222,43 @@ async def _ensure_queue(sqs: SQSClient, settings: Settings, name: str, result: P
     result.say("policy", f"only {result.topic_arn} may send", "set")
 
 
+def _filter_policy_change(current: str | None, wanted: str | None) -> tuple[str, str] | None:
+    """The FilterPolicy value to set and what it does, or ``None`` when it is already in place.
+
+    No filter policy is set as ``{}``, which is how SNS is told to drop one (an attribute cannot
+    be unset): a subscription left with an old policy would go on discarding the messages that
+    do not match it, and nothing would say so.
+    """
+    have = json.loads(current) if current else {}
+    want = json.loads(wanted) if wanted else {}
+    if have == want:
+        return None
+    if not want:
+        return "{}", "filter policy removed"
+    return str(wanted), "filter policy replaced" if have else "filter policy set"
+
+
+async def _bring_subscription_in_line(sns: SNSClient, settings: Settings, arn: str) -> list[str]:
+    """Set what differs on an existing subscription; returns what changed, in words."""
+    current = (await sns.get_subscription_attributes(SubscriptionArn=arn)).get("Attributes", {})
+    notes = []
+    raw = "true" if settings.raw_message_delivery else "false"
+    if current.get("RawMessageDelivery", "false").lower() != raw:
+        await sns.set_subscription_attributes(
+            SubscriptionArn=arn, AttributeName="RawMessageDelivery", AttributeValue=raw
+        )
+        notes.append("raw delivery on" if settings.raw_message_delivery else "raw delivery off")
+    change = _filter_policy_change(current.get("FilterPolicy"), settings.filter_policy)
+    if change is not None:
+        value, note = change
+        await sns.set_subscription_attributes(
+            SubscriptionArn=arn, AttributeName="FilterPolicy", AttributeValue=value
+        )
+        notes.append(note)
+    return notes
+
+
 async def _ensure_subscription(sns: SNSClient, settings: Settings, result: Provisioned) -> None:
-    wanted = {"RawMessageDelivery": "true" if settings.raw_message_delivery else "false"}
-    if settings.filter_policy:
-        wanted["FilterPolicy"] = settings.filter_policy
     paginator = sns.get_paginator("list_subscriptions_by_topic")
     async for page in paginator.paginate(TopicArn=result.topic_arn):
         for subscription in page.get("Subscriptions", []):
@@ -183,13 +267,14 @@ async def _ensure_subscription(sns: SNSClient, settings: Settings, result: Provi
                 and subscription.get("Endpoint") == result.queue_arn
             ):
                 arn = subscription["SubscriptionArn"]
-                for name, value in wanted.items():
-                    await sns.set_subscription_attributes(
-                        SubscriptionArn=arn, AttributeName=name, AttributeValue=value
-                    )
                 result.subscription_arn = arn
-                result.say("subscription", arn, "found")
+                result.checked(
+                    "subscription", arn, await _bring_subscription_in_line(sns, settings, arn)
+                )
                 return
+    wanted = {"RawMessageDelivery": "true" if settings.raw_message_delivery else "false"}
+    if settings.filter_policy:
+        wanted["FilterPolicy"] = settings.filter_policy
     response = await sns.subscribe(
         TopicArn=result.topic_arn,
         Protocol="sqs",

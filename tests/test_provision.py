@@ -1,0 +1,126 @@
+"""``worker provision`` run again on what it made: existing resources are brought in line.
+
+Each test provisions a fresh topic, queue and DLQ (``make_queues``), changes the wish, provisions
+again against the moto server, and checks both the resources and what the summary says.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.support import REGION, Queues, drain, publish
+from worker.config import Settings
+from worker.provision import Provisioned, provision
+from worker.sqs import open_sns, open_sqs
+
+ONLY_ORDERS = json.dumps({"kind": ["order"]})
+
+
+def again(queues: Queues, **wish: Any) -> Settings:
+    """The settings ``make_queues`` provisioned with, changed by ``wish``."""
+    values: dict[str, Any] = {
+        "endpoint_url": queues.endpoint_url,
+        "region": REGION,
+        "queue_name": queues.queue_name,
+        "max_receive_count": queues.max_receive_count,
+        **wish,
+    }
+    return Settings(**values)
+
+
+def verdict(result: Provisioned, what: str) -> tuple[str, str]:
+    """(verdict, name) of one step of the summary."""
+    ((said, name),) = [(v, n) for w, n, v in result.steps if w == what]
+    return said, name
+
+
+async def queue_attributes(queues: Queues) -> dict[str, str]:
+    async with open_sqs(again(queues)) as sqs:
+        response = await sqs.get_queue_attributes(QueueUrl=queues.queue_url, AttributeNames=["All"])
+    return {str(name): value for name, value in response["Attributes"].items()}
+
+
+async def subscription_attributes(queues: Queues, result: Provisioned) -> dict[str, str]:
+    async with open_sns(again(queues)) as sns:
+        response = await sns.get_subscription_attributes(SubscriptionArn=result.subscription_arn)
+    return dict(response["Attributes"])
+
+
+class TestFilterPolicy:
+    """The subscription's filter policy is what this run asks for, none included."""
+
+    async def test_running_again_without_one_removes_it(self, queues: Queues) -> None:
+        await provision(again(queues, filter_policy=ONLY_ORDERS))
+        await publish(queues, '{"n": "filtered out"}')
+        assert await drain(queues, queues.queue_url, expect=1, timeout=2) == []
+
+        result = await provision(again(queues))
+
+        # The point of it: a message the old policy would drop is delivered.
+        await publish(queues, '{"n": "delivered"}')
+        delivered = await drain(queues, queues.queue_url, expect=1, timeout=3)
+        assert [json.loads(json.loads(m["Body"])["Message"]) for m in delivered] == [
+            {"n": "delivered"}
+        ]
+        assert verdict(result, "subscription")[0] == "updated"
+        assert verdict(result, "subscription")[1].endswith("(filter policy removed)")
+        attributes = await subscription_attributes(queues, result)
+        assert json.loads(attributes.get("FilterPolicy") or "{}") == {}
+
+    async def test_a_different_one_replaces_it(self, queues: Queues) -> None:
+        first = await provision(again(queues, filter_policy=ONLY_ORDERS))
+        assert verdict(first, "subscription")[1].endswith("(filter policy set)")
+        refunds = json.dumps({"kind": ["refund"]})
+        result = await provision(again(queues, filter_policy=refunds))
+        assert verdict(result, "subscription")[1].endswith("(filter policy replaced)")
+        attributes = await subscription_attributes(queues, result)
+        assert json.loads(attributes["FilterPolicy"]) == {"kind": ["refund"]}
+
+    async def test_the_same_one_is_found(self, queues: Queues) -> None:
+        await provision(again(queues, filter_policy=ONLY_ORDERS))
+        # Differently spaced, the same policy.
+        result = await provision(again(queues, filter_policy='{"kind":["order"]}'))
+        assert verdict(result, "subscription")[0] == "found"
+
+    async def test_raw_delivery_is_brought_in_line_and_said(self, queues: Queues) -> None:
+        result = await provision(again(queues, raw_message_delivery=True))
+        said, name = verdict(result, "subscription")
+        assert (said, name.endswith("(raw delivery on)")) == ("updated", True)
+        assert (await subscription_attributes(queues, result))["RawMessageDelivery"] == "true"
+
+
+class TestQueueAttributes:
+    """The visibility timeout asked for, and the RedrivePolicy, are set on an existing queue."""
+
+    async def test_a_new_visibility_timeout_is_set(self, queues: Queues) -> None:
+        assert queues.visibility_timeout == 30
+        result = await provision(again(queues, visibility_timeout=120))
+        said, name = verdict(result, "queue")
+        assert said == "updated"
+        assert name == f"{queues.queue_url} (visibility timeout 30 s → 120 s)"
+        assert (await queue_attributes(queues))["VisibilityTimeout"] == "120"
+
+    async def test_a_tuned_timeout_is_kept_when_none_is_asked_for(self, queues: Queues) -> None:
+        async with open_sqs(again(queues)) as sqs:
+            await sqs.set_queue_attributes(
+                QueueUrl=queues.queue_url, Attributes={"VisibilityTimeout": "300"}
+            )
+        result = await provision(again(queues))
+        assert verdict(result, "queue") == ("found", queues.queue_url)
+        assert (await queue_attributes(queues))["VisibilityTimeout"] == "300"
+
+    async def test_max_receive_count_and_timeout_together(self, queues: Queues) -> None:
+        result = await provision(again(queues, max_receive_count=7, visibility_timeout=45))
+        said, name = verdict(result, "queue")
+        assert said == "updated"
+        assert name.endswith("(maxReceiveCount 3 → 7, visibility timeout 30 s → 45 s)")
+        attributes = await queue_attributes(queues)
+        assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == 7
+        assert attributes["VisibilityTimeout"] == "45"
+
+    async def test_what_is_already_in_line_is_found(self, queues: Queues) -> None:
+        result = await provision(again(queues, visibility_timeout=30))
+        assert verdict(result, "queue") == ("found", queues.queue_url)
+        assert verdict(result, "subscription")[0] == "found"
+        assert verdict(result, "dlq")[0] == verdict(result, "topic")[0] == "found"
