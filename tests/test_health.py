@@ -1,8 +1,19 @@
-"""Liveness and readiness verdicts, from the worker's state (pure logic, a fake clock)."""
+"""Liveness and readiness verdicts (pure logic, a fake clock), and where they are served."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from worker.errors import StartupError
 from worker.health import Health
+from worker.http import StatusServer
 
 
 class Clock:
@@ -74,3 +85,65 @@ class TestReadiness:
         assert health.readiness().ok
         health.draining = True
         assert health.readiness().problems == ("draining",)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(
+    not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1) to listen on"
+)
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 -- a loopback URL
+        return int(response.status), json.load(response)
+
+
+@contextlib.contextmanager
+def serving(host: str) -> Iterator[StatusServer]:
+    server = StatusServer(host, 0, CollectorRegistry(), Health(loop_block_threshold=10))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class TestListenAddress:
+    """The status server listens on IPv6 as well as IPv4, so probes reach it on an IPv6 cluster."""
+
+    @needs_ipv6
+    def test_an_ipv6_address_is_served_over_ipv6(self) -> None:
+        with serving("::1") as server:
+            status, document = _get(f"http://[::1]:{server.port}/healthz")
+        assert status == 200
+        assert document["status"] == "ok"
+
+    @needs_ipv6
+    def test_the_ipv6_wildcard_answers_both_families(self) -> None:
+        with serving("::") as server:
+            assert _get(f"http://[::1]:{server.port}/healthz")[0] == 200
+            # Dual-stack: a probe, or `worker healthcheck`, sent to 127.0.0.1 gets in too.
+            assert _get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+
+    @needs_ipv6
+    def test_a_bracketed_address_as_in_a_url(self) -> None:
+        with serving("[::1]") as server:
+            assert _get(f"http://[::1]:{server.port}/healthz")[0] == 200
+
+    def test_the_ipv4_default_is_unchanged(self) -> None:
+        with serving("0.0.0.0") as server:  # noqa: S104 -- the worker's default
+            assert _get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+
+    @needs_ipv6
+    def test_an_address_that_is_not_here_is_one_line(self) -> None:
+        with pytest.raises(StartupError) as raised:
+            StatusServer("2001:db8::1", 0, CollectorRegistry(), Health(loop_block_threshold=10))
+        assert str(raised.value).startswith("cannot listen on [2001:db8::1]:0: ")

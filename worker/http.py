@@ -7,7 +7,10 @@ handling for the loop.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,10 +21,54 @@ from worker.errors import StartupError
 from worker.health import Health, Verdict
 
 
+def _address_family(host: str) -> socket.AddressFamily:
+    """The family to listen with, which the socket needs before ``host`` can be bound.
+
+    An address literal decides by itself. A name keeps IPv4 whenever it has an IPv4 address, as
+    before, and takes IPv6 only when it has nothing else — a name on an IPv6-only cluster. A name
+    that does not resolve is left to ``bind`` to report.
+    """
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+    if not host:
+        return socket.AF_INET  # "" is INADDR_ANY, as the server has always taken it
+    try:
+        found = {info[0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except OSError:
+        return socket.AF_INET
+    return socket.AF_INET6 if found == {socket.AF_INET6} else socket.AF_INET
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     registry: CollectorRegistry
     health: Health
+
+    def __init__(self, host: str, port: int) -> None:
+        self.address_family = _address_family(host)
+        super().__init__((host, port), _Handler)
+
+    def server_bind(self) -> None:
+        """Make the IPv6 wildcard dual-stack, so ``::`` also answers probes sent over IPv4.
+
+        Linux defaults to dual-stack, but ``net.ipv6.bindv6only`` and other systems do not; where
+        the option cannot be cleared the socket stays IPv6-only rather than failing to start.
+        """
+        if self.address_family == socket.AF_INET6 and _is_unspecified(str(self.server_address[0])):
+            with contextlib.suppress(OSError, AttributeError):  # no IPV6_V6ONLY on the platform
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -71,10 +118,12 @@ class StatusServer:
     """The HTTP server in its own daemon thread."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health) -> None:
+        host = host.removeprefix("[").removesuffix("]")  # "[::1]", as in a URL, is "::1"
         try:
-            self._server = _Server((host, port), _Handler)
+            self._server = _Server(host, port)
         except OSError as exc:
-            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            shown = f"[{host}]" if ":" in host else host
+            raise StartupError(f"cannot listen on {shown}:{port}: {exc.strerror}") from None
         self._server.registry = registry
         self._server.health = health
         self.port: int = self._server.server_address[1]
