@@ -38,6 +38,7 @@ class Lease:
 
     __slots__ = (
         "deadline",
+        "extending",
         "hard_limit",
         "lost",
         "message_id",
@@ -59,6 +60,7 @@ class Lease:
         self.hard_limit = received_at + _HARD_LIMIT_SECONDS
         self.deadline: float | None = None  # end of the processing budget, once the handler starts
         self.settling = False  # handed to the settler: no more extensions
+        self.extending = False  # an extension call for it is in flight
         self.lost = False  # SQS no longer knows this receipt handle
 
     def __repr__(self) -> str:
@@ -89,6 +91,7 @@ class LeaseKeeper:
         self._wake = asyncio.Event()
         self._next_wake = math.inf
         self._retry_at = 0.0
+        self._calls: set[asyncio.Task[None]] = set()
         self.extended = 0
         self.extension_failures = 0
 
@@ -111,23 +114,41 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         """Extend leases as they fall due, until cancelled."""
-        while True:
-            now = self._clock()
-            due = [lease for lease in self._leases if self._is_due(lease, now)]
-            if due and now >= self._retry_at:
-                await self._extend(due)
-            self._next_wake = self._next_due()
-            self._wake.clear()
-            timeout = self._next_wake - self._clock()
-            if timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), None if math.isinf(timeout) else timeout
-                    )
+        try:
+            while True:
+                now = self._clock()
+                if now >= self._retry_at:
+                    due = [lease for lease in self._leases if self._is_due(lease, now)]
+                    if due:
+                        self._start_extending(due)
+                self._next_wake = self._next_due()
+                self._wake.clear()
+                timeout = self._next_wake - self._clock()
+                if timeout > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._wake.wait(), None if math.isinf(timeout) else timeout
+                        )
+        finally:
+            for call in self._calls:
+                call.cancel()
+
+    def _start_extending(self, leases: Sequence[Lease]) -> None:
+        """Extend ``leases`` in a task of their own.
+
+        A call can take long (the SDK's retries, a read timeout of a long poll's length); the
+        leases falling due meanwhile must not wait for it, or they expire and are handed out
+        again. Leases in flight are not due again until their call ends.
+        """
+        for lease in leases:
+            lease.extending = True
+        call = asyncio.get_running_loop().create_task(self._extend(leases))
+        self._calls.add(call)
+        call.add_done_callback(self._calls.discard)
 
     def _extendable(self, lease: Lease, now: float) -> bool:
         # SQS extends by whole seconds: in its last second a lease cannot be extended at all.
-        if lease.settling or lease.lost or lease.hard_limit - now < 1:
+        if lease.settling or lease.lost or lease.extending or lease.hard_limit - now < 1:
             return False
         return lease.deadline is None or now < lease.deadline
 
@@ -144,9 +165,14 @@ class LeaseKeeper:
 
     async def _extend(self, leases: Sequence[Lease]) -> None:
         batches = [leases[start : start + MAX_BATCH] for start in range(0, len(leases), MAX_BATCH)]
-        results = await asyncio.gather(*(self._extend_batch(batch) for batch in batches))
-        if not all(results):
-            self._retry_at = self._clock() + _RETRY_AFTER_ERROR_SECONDS
+        try:
+            results = await asyncio.gather(*(self._extend_batch(batch) for batch in batches))
+            if not all(results):
+                self._retry_at = self._clock() + _RETRY_AFTER_ERROR_SECONDS
+        finally:
+            for lease in leases:
+                lease.extending = False
+            self._wake.set()  # they count again: reschedule
 
     async def _extend_batch(self, leases: Sequence[Lease]) -> bool:
         started = self._clock()

@@ -1,0 +1,57 @@
+"""The lease keeper's scheduling (pure logic: a stand-in queue, no SQS)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from tests.support import eventually
+from worker.lease import LeaseKeeper
+from worker.metrics import Metrics
+
+
+class HangingFirstCall:
+    """ChangeMessageVisibilityBatch whose first call never answers (a hung connection)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.answered: list[list[str]] = []
+        self._hang = asyncio.Event()
+
+    async def change_visibility_batch(self, changes: dict[str, tuple[str, int]]) -> dict[str, Any]:
+        handles = [handle for handle, _ in changes.values()]
+        self.calls.append(handles)
+        if len(self.calls) == 1:
+            await self._hang.wait()
+        self.answered.append(handles)
+        return {}
+
+
+def message(handle: str) -> Any:
+    return {"MessageId": handle, "ReceiptHandle": handle, "Attributes": {}}
+
+
+async def test_a_hung_extension_call_holds_up_no_other_lease() -> None:
+    queue = HangingFirstCall()
+    keeper = LeaseKeeper(
+        queue,  # type: ignore[arg-type]  # the keeper calls change_visibility_batch only
+        visibility_timeout=2,
+        metrics=Metrics(CollectorRegistry(), queue="q"),
+    )
+    running = asyncio.create_task(keeper.run())
+    try:
+        first = keeper.take(message("first"), time.monotonic())
+        await eventually(lambda: queue.calls == [["first"]], timeout=5)
+        second = keeper.take(message("second"), time.monotonic())
+        # Due half a second later: extended by a call of its own while the first still hangs.
+        await eventually(lambda: ["second"] in queue.answered, timeout=5)
+        assert queue.answered.count(["first"]) == 0
+        assert first.extending  # not due again while its call is in flight
+        assert ["first"] not in queue.calls[1:]
+        assert second.visible_at > time.monotonic()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
