@@ -256,7 +256,9 @@ class Runner:
 
     async def _invoke(self, batch: list[Lease]) -> Invocation:
         started = time.monotonic()
-        deadline = started + self._budget
+        # Never past the point where SQS's 12 hours end and a message can no longer be held:
+        # a handler still running then would have its message handed out again.
+        deadline = min(started + self._budget, *(lease.hard_limit for lease in batch))
         now = time.time()
         for lease in batch:
             lease.deadline = deadline

@@ -1,0 +1,48 @@
+"""The runner's handler calls (pure logic: a stand-in queue and adapter, no SQS)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from tests.test_poller import Settled, StandInQueue
+from worker.backoff import ExponentialBackoff
+from worker.capacity import Capacity
+from worker.handlers import Invocation
+from worker.lease import Lease, LeaseKeeper
+from worker.metrics import Metrics
+from worker.runner import Runner
+
+
+async def test_a_handler_budget_ends_where_sqs_stops_holding_its_message() -> None:
+    deadlines: list[float] = []
+
+    async def adapter(leases: list[Lease], deadline: float) -> Invocation:
+        deadlines.append(deadline)
+        return Invocation([None] * len(leases))
+
+    queue = StandInQueue()
+    metrics = Metrics(CollectorRegistry(), queue="q")
+    keeper = LeaseKeeper(queue, visibility_timeout=30, metrics=metrics)  # type: ignore[arg-type]
+    capacity = Capacity(1)
+    runner = Runner(
+        adapter,  # type: ignore[arg-type]
+        keeper=keeper,
+        settler=Settled(),  # type: ignore[arg-type]
+        capacity=capacity,
+        metrics=metrics,
+        retry_delay=ExponentialBackoff(2, 300),
+        budget=43_200,  # as much as WORKER_MAX_PROCESSING_SECONDS allows
+        batch_size=1,
+        queue_name="q",
+    )
+    (lease,) = runner.lease([{"MessageId": "m", "ReceiptHandle": "r", "Body": "x"}])
+    lease.hard_limit = lease.received_at + 5  # received long ago: 5 s of its 12 hours left
+    await capacity.acquire(1)
+    runner.start([lease], 1)
+    for _ in range(100):
+        if deadlines:
+            break
+        await asyncio.sleep(0.01)
+    assert deadlines == [lease.hard_limit]
