@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from tests.support import eventually
 from worker.lease import LeaseKeeper
 from worker.metrics import Metrics
+from worker.settler import Settler
 
 
 class HangingFirstCall:
@@ -19,13 +20,13 @@ class HangingFirstCall:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.answered: list[list[str]] = []
-        self._hang = asyncio.Event()
+        self.hang = asyncio.Event()  # set: the first call answers
 
     async def change_visibility_batch(self, changes: dict[str, tuple[str, int]]) -> dict[str, Any]:
         handles = [handle for handle, _ in changes.values()]
         self.calls.append(handles)
         if len(self.calls) == 1:
-            await self._hang.wait()
+            await self.hang.wait()
         self.answered.append(handles)
         return {}
 
@@ -49,9 +50,39 @@ async def test_a_hung_extension_call_holds_up_no_other_lease() -> None:
         # Due half a second later: extended by a call of its own while the first still hangs.
         await eventually(lambda: ["second"] in queue.answered, timeout=5)
         assert queue.answered.count(["first"]) == 0
-        assert first.extending  # not due again while its call is in flight
+        assert first.extending is not None  # not due again while its call is in flight
         assert ["first"] not in queue.calls[1:]
         assert second.visible_at > time.monotonic()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_release_is_sent_after_the_extension_in_flight() -> None:
+    # Sent the other way round, the extension would undo the release: a message given back at
+    # once would stay invisible for a whole visibility timeout.
+    queue = HangingFirstCall()
+    metrics = Metrics(CollectorRegistry(), queue="q")
+    keeper = LeaseKeeper(queue, visibility_timeout=2, metrics=metrics)  # type: ignore[arg-type]
+    settled: list[str] = []
+    settler = Settler(
+        queue,  # type: ignore[arg-type]  # the settler calls change_visibility_batch only here
+        queue_name="q",
+        metrics=metrics,
+        on_settled=lambda lease: settled.append(lease.message_id),
+        flush_delay=0.01,
+    )
+    running = asyncio.create_task(keeper.run())
+    try:
+        lease = keeper.take(message("m"), time.monotonic())
+        await eventually(lambda: queue.calls == [["m"]], timeout=5)  # the extension hangs
+        settler.release(lease, reason="shutdown")
+        await asyncio.sleep(0.3)
+        assert queue.calls == [["m"]]  # the release waits for it
+        queue.hang.set()
+        await settler.close()
+        assert queue.answered == [["m"], ["m"]]  # the extension, then the release
+        assert settled == ["m"]
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -60,7 +60,7 @@ class Lease:
         self.hard_limit = received_at + _HARD_LIMIT_SECONDS
         self.deadline: float | None = None  # end of the processing budget, once the handler starts
         self.settling = False  # handed to the settler: no more extensions
-        self.extending = False  # an extension call for it is in flight
+        self.extending: asyncio.Task[None] | None = None  # its extension call in flight
         self.lost = False  # SQS no longer knows this receipt handle
 
     def __repr__(self) -> str:
@@ -140,15 +140,17 @@ class LeaseKeeper:
         leases falling due meanwhile must not wait for it, or they expire and are handed out
         again. Leases in flight are not due again until their call ends.
         """
-        for lease in leases:
-            lease.extending = True
         call = asyncio.get_running_loop().create_task(self._extend(leases))
+        for lease in leases:
+            lease.extending = call
         self._calls.add(call)
         call.add_done_callback(self._calls.discard)
 
     def _extendable(self, lease: Lease, now: float) -> bool:
         # SQS extends by whole seconds: in its last second a lease cannot be extended at all.
-        if lease.settling or lease.lost or lease.extending or lease.hard_limit - now < 1:
+        if lease.settling or lease.lost or lease.extending is not None:
+            return False
+        if lease.hard_limit - now < 1:
             return False
         return lease.deadline is None or now < lease.deadline
 
@@ -171,7 +173,7 @@ class LeaseKeeper:
                 self._retry_at = self._clock() + _RETRY_AFTER_ERROR_SECONDS
         finally:
             for lease in leases:
-                lease.extending = False
+                lease.extending = None
             self._wake.set()  # they count again: reschedule
 
     async def _extend_batch(self, leases: Sequence[Lease]) -> bool:

@@ -146,6 +146,12 @@ class Settler:
         )
 
     async def _send_changes(self, entries: list[_Entry]) -> None:
+        extending = {entry.lease.extending for entry in entries if entry.lease.extending}
+        if extending:
+            # An extension sent before these messages were settled must not reach SQS after
+            # their change and undo it: a release at once, or a short backoff, would become a
+            # whole visibility timeout.
+            await asyncio.wait(extending)
         await self._send(
             entries,
             lambda batch: self._queue.change_visibility_batch(
