@@ -8,6 +8,7 @@ under the one slot its poller holds.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from worker.backoff import ExponentialBackoff
 from worker.capacity import Capacity
 from worker.handlers import Invocation
+from worker.lambda_event import sqs_record
 from worker.lease import Lease, LeaseKeeper
 from worker.metrics import Metrics
 from worker.poller import PAYLOAD_LIMIT_BYTES, Poller, record_size
@@ -124,3 +126,20 @@ async def test_a_shared_carry_is_taken_one_batch_at_a_time() -> None:
         PAYLOAD_LIMIT_BYTES
     )
     assert runner.running == 0
+
+
+def test_a_records_size_estimate_is_at_least_its_share_of_the_event() -> None:
+    raw: Any = {
+        "MessageId": "m",
+        "ReceiptHandle": "r" * 400,
+        "Body": 'é "quoted" \\ \n' * 1000,  # escaped in JSON: up to twice its length
+        "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000"},
+        "MessageAttributes": {
+            "large": {"DataType": "String", "StringValue": "v" * 100_000},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00" * 3000},
+            **{f"a{n}": {"DataType": "Number", "StringValue": str(n)} for n in range(8)},
+        },
+    }
+    lease = Lease(raw, received_at=0.0, visibility_timeout=30)
+    record = sqs_record(raw, queue_arn="arn:aws:sqs:us-east-1:123456789012:q", region="us-east-1")
+    assert record_size(lease) >= len(json.dumps(record, ensure_ascii=False).encode())

@@ -23,6 +23,7 @@ released at once (visibility 0) rather than stranded invisible for a whole visib
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import time
@@ -50,10 +51,20 @@ _RECORD_ALLOWANCE_BYTES = 1024
 
 
 def record_size(lease: Lease) -> int:
-    """An upper estimate of a message's share of a Lambda event."""
-    body = lease.raw.get("Body", "")
-    attributes = lease.raw.get("MessageAttributes") or {}
-    return len(body.encode()) + 64 * len(attributes) + _RECORD_ALLOWANCE_BYTES
+    """An upper estimate of a message's share of a Lambda event (JSON, UTF-8)."""
+    size = _json_size(lease.raw.get("Body", "")) + _RECORD_ALLOWANCE_BYTES
+    for name, attribute in (lease.raw.get("MessageAttributes") or {}).items():
+        # Name, type and value, binary values base64-encoded as in the event, and the
+        # punctuation and field names around them.
+        size += 96 + _json_size(name) + _json_size(str(attribute.get("DataType", "")))
+        size += _json_size(attribute.get("StringValue", ""))
+        size += -(-len(attribute.get("BinaryValue", b"")) // 3) * 4
+    return size
+
+
+def _json_size(text: str) -> int:
+    """Bytes of ``text`` as a JSON string: quotes, backslashes and control characters escaped."""
+    return len(json.dumps(text, ensure_ascii=False).encode())
 
 
 class Poller:
