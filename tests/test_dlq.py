@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -10,13 +11,16 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiobotocore.session import get_session
 from aiobotocore.stub import AioStubber
+from structlog.testing import capture_logs
 
+from tests.faults import Fault, FaultProxy, Rule
 from tests.support import (
     REGION,
     Queues,
@@ -29,9 +33,11 @@ from tests.support import (
 )
 from worker import Message, dlq
 from worker.config import Settings
+from worker.dlq_cli import _summary
+from worker.errors import ConfigurationError
 from worker.filtering import FilterCriteria
 from worker.provision import provision
-from worker.sqs import open_sqs
+from worker.sqs import QueueInfo, open_sqs
 
 ROOT = Path(__file__).resolve().parent.parent
 STUBBED = {"aws_access_key_id": "stub", "aws_secret_access_key": "stub"}
@@ -56,6 +62,18 @@ async def seed(queues: Queues, *bodies: str, **extra: Any) -> None:
 
 def bodies_of(messages: list[Any]) -> Counter[str]:
     return Counter(message["Body"] for message in messages)
+
+
+@contextlib.contextmanager
+def slow_receives(queues: Queues, seconds: float) -> Iterator[Settings]:
+    """Settings whose receives reach moto ``seconds`` late, through the fault proxy.
+
+    With a hold shorter than that, a pass over the DLQ outlasts its hold as a long one on AWS
+    does: the messages it received first are visible again when it receives next.
+    """
+    with FaultProxy(queues.endpoint_url) as proxy:
+        proxy.add(Rule.on(Fault.LATENCY, "ReceiveMessage", seconds=seconds))
+        yield queues.settings(endpoint_url=proxy.url)
 
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -288,6 +306,120 @@ class TestRedrive:
         assert source[1] == dead[1] == 0  # and none is left held
 
 
+class TestPassesLongerThanTheHold:
+    """A pass that outlasts its hold gets its first messages back: each counts once, and it ends."""
+
+    async def test_dry_run_counts_each_message_once_and_ends(self, queues: Queues) -> None:
+        await seed(queues, "a", "b", json.dumps({"n": 1}))
+        with slow_receives(queues, 1.5) as settings:
+            plan = dlq.RedrivePlan(dry_run=True, hold_seconds=1)
+            result = await asyncio.wait_for(dlq.run_redrive(settings, plan), 20)
+        assert result.matched == 3
+        assert result.shapes == Counter({"text": 2, "{n: number}": 1})
+        assert await depth(queues, queues.dlq_url) == (3, 0)
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
+    async def test_filter_ends_when_only_skipped_messages_come_back(self, queues: Queues) -> None:
+        await seed(queues, *(json.dumps({"type": t}) for t in ("order", "refund") * 2))
+        criteria = FilterCriteria.from_pattern('{"body": {"type": ["order"]}}')
+        with slow_receives(queues, 1.5) as settings:
+            plan = dlq.RedrivePlan(criteria=criteria, hold_seconds=1)
+            result = await asyncio.wait_for(dlq.run_redrive(settings, plan), 20)
+        assert (result.moved, result.skipped, result.matched) == (2, 2, 2)
+        moved = await drain(queues, queues.queue_url, expect=2)
+        assert [json.loads(m["Body"])["type"] for m in moved] == ["order", "order"]
+        assert await depth(queues, queues.dlq_url) == (2, 0)
+
+    async def test_large_peek_shows_each_message_once(self, queues: Queues) -> None:
+        await seed(queues, "a", "b", "c")
+        with slow_receives(queues, 1.5) as settings:
+            _, peeked, _ = await asyncio.wait_for(dlq.peek(settings, limit=50, hold=1), 20)
+        assert sorted(p.body for p in peeked) == ["a", "b", "c"]
+        assert await depth(queues, queues.dlq_url) == (3, 0)  # released, nothing consumed
+
+
+class TestLargeMessages:
+    """Send batches are cut by size: SQS refuses one whose messages add up to more than 1 MiB."""
+
+    BODIES: ClassVar[list[str]] = [f"{n:02d}" + "x" * 200_000 for n in range(10)]
+
+    async def test_ten_messages_of_200_kb_are_moved(self, queues: Queues) -> None:
+        await seed(queues, *self.BODIES)
+        result = await dlq.run_redrive(queues.settings(), dlq.RedrivePlan(manual=True))
+        assert (result.moved, result.failed, result.delete_failed) == (10, 0, 0)
+        assert await depth(queues, queues.dlq_url) == (0, 0)
+        moved = await drain(queues, queues.queue_url, expect=10)
+        assert sorted(m["Body"] for m in moved) == self.BODIES
+
+    # The oversized batch this test makes on purpose is over aiohttp's 1 MiB advisory, too.
+    @pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning")
+    async def test_a_batch_sqs_still_finds_too_long_goes_one_at_a_time(
+        self, queues: Queues
+    ) -> None:
+        # SQS may measure a batch otherwise than we do: here we let through what it refuses.
+        await seed(queues, *self.BODIES)
+        settings, plan = queues.settings(), dlq.RedrivePlan(manual=True)
+        async with open_sqs(settings) as client:
+            pair = await dlq.find_pair(client, settings)
+            url, _, fifo = await dlq.destination_of(client, pair, plan)
+            redrive = dlq.Redrive(
+                client,
+                pair,
+                plan,
+                destination_url=url,
+                destination_fifo=fifo,
+                max_batch_bytes=16 * dlq.MAX_REQUEST_BYTES,
+            )
+            with capture_logs() as logs:
+                result = await redrive.run()
+        assert any(event["event"] == "dlq.batch_too_long" for event in logs)
+        assert (result.moved, result.failed) == (10, 0)
+        assert await depth(queues, queues.dlq_url) == (0, 0)
+        moved = await drain(queues, queues.queue_url, expect=10)
+        assert sorted(m["Body"] for m in moved) == self.BODIES
+
+    def test_batches_count_bytes_and_attributes_and_keep_order(self) -> None:
+        def entry(index: int, body: str, attribute: bytes = b"") -> dict[str, Any]:
+            made: dict[str, Any] = {"Id": str(index), "MessageBody": body}
+            if attribute:
+                made["MessageAttributes"] = {"a": {"DataType": "Binary", "BinaryValue": attribute}}
+            return made
+
+        mib = dlq.MAX_REQUEST_BYTES
+        entries = [
+            entry(0, "é" * (mib // 4)),  # half a MiB in UTF-8, a quarter in characters
+            entry(1, "é" * (mib // 4)),  # with the first: 1 MiB of bodies, room for no more
+            entry(2, "x", b"\x00" * (mib - 100)),  # small body, large attribute: alone
+            entry(3, "x" * (mib + 5)),  # over the limit by itself: alone, for SQS to judge
+            *(entry(4 + n, "small") for n in range(12)),
+        ]
+        batches = dlq.send_batches(entries)
+        assert [[e["Id"] for e in batch] for batch in batches] == [
+            ["0", "1"],
+            ["2"],
+            ["3"],
+            [str(4 + n) for n in range(10)],
+            ["14", "15"],
+        ]
+        assert all(sum(map(dlq.entry_bytes, b)) <= mib for b in batches if len(b) > 1)
+
+
+class TestRedriveTarget:
+    """The destination is checked before anything moves."""
+
+    async def test_redrive_to_the_dlq_itself_is_refused(self, queues: Queues) -> None:
+        await seed(queues, "a", "b")
+        for target in (queues.dlq_url, f"{queues.queue_name}-dlq"):
+            with pytest.raises(ConfigurationError, match="that is the DLQ itself"):
+                await asyncio.wait_for(
+                    dlq.run_redrive(
+                        queues.settings(), dlq.RedrivePlan(destination=target, manual=True)
+                    ),
+                    20,
+                )
+        assert await depth(queues, queues.dlq_url) == (2, 0)
+
+
 class TestFifo:
     """A FIFO DLQ's messages go back in order, with their group, under a new dedup id."""
 
@@ -393,6 +525,83 @@ class TestNativeMoveTasks:
                     await dlq.start_move_task(
                         client, dlq_arn="arn:aws:sqs:us-east-1:1:d", destination_arn=None, rate=None
                     )
+
+
+class TestNativeStopAndSummary:
+    """Ctrl-C stops following SQS's move task at once and names it; the summary says how it ended.
+
+    moto has no move tasks, so botocore's Stubber answers for SQS here.
+    """
+
+    DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:orders-dlq"
+    PAIR = dlq.QueuePair(
+        source=QueueInfo(
+            url="https://sqs.us-east-1.amazonaws.com/123456789012/orders",
+            arn="arn:aws:sqs:us-east-1:123456789012:orders",
+            region="us-east-1",
+            visibility_timeout=30,
+            fifo=False,
+            redrive=None,
+            dlq_url="https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq",
+        ),
+        dlq_url="https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq",
+        dlq_arn=DLQ_ARN,
+        dlq_fifo=False,
+    )
+
+    def expect_task(self, stubber: AioStubber, handle: str, status: str, moved: int) -> None:
+        stubber.add_response("start_message_move_task", {"TaskHandle": handle})
+        task = {
+            "TaskHandle": handle,
+            "Status": status,
+            "SourceArn": self.DLQ_ARN,
+            "ApproximateNumberOfMessagesMoved": moved,
+            "ApproximateNumberOfMessagesToMove": 10,
+        }
+        stubber.add_response("list_message_move_tasks", {"Results": [task]})
+
+    async def test_stop_returns_at_once_with_the_handle(self) -> None:
+        stop = asyncio.Event()
+        plan = dlq.RedrivePlan()
+        async with stubbed_sqs() as client:
+            with AioStubber(client) as stubber:
+                self.expect_task(stubber, "task-1", "RUNNING", 3)
+                started = time.monotonic()
+                result = await asyncio.wait_for(
+                    dlq.native_redrive(
+                        client,
+                        self.PAIR,
+                        plan,
+                        self.DLQ_ARN,
+                        progress=lambda *_: stop.set(),  # Ctrl-C while the task runs
+                        stop=stop,
+                    ),
+                    3,  # well before the next look at the task, five seconds on
+                )
+                stubber.assert_no_pending_responses()
+        assert time.monotonic() - started < 2
+        assert result is not None
+        assert (result.interrupted, result.native_task, result.moved) == (True, "task-1", 3)
+        summary = _summary(result, plan)
+        assert "stopped following SQS move task task-1 (3 messages moved so far)" in summary
+        assert "the task goes on in SQS" in summary
+        assert "`worker dlq moves --cancel task-1`" in summary
+
+    async def test_a_task_that_moved_nothing_is_not_reported_as_started(self) -> None:
+        plan = dlq.RedrivePlan()
+        async with stubbed_sqs() as client:
+            with AioStubber(client) as stubber:
+                self.expect_task(stubber, "task-2", "COMPLETED", 0)
+                result = await dlq.native_redrive(client, self.PAIR, plan, self.DLQ_ARN)
+        assert result is not None
+        assert not result.interrupted
+        assert _summary(result, plan) == "SQS move task task-2 completed: moved 0 messages"
+
+    def test_no_wait_says_started(self) -> None:
+        result = dlq.RedriveResult(native_task="task-3")
+        assert _summary(result, dlq.RedrivePlan()) == (
+            "started SQS move task task-3; follow it with `worker dlq moves`"
+        )
 
 
 class TestPurgeAndReprocess:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from worker import cli
 from worker.errors import StartupError
 from worker.health import Health
 from worker.http import StatusServer
@@ -137,6 +138,31 @@ class TestListenAddress:
     def test_a_bracketed_address_as_in_a_url(self) -> None:
         with serving("[::1]") as server:
             assert _get(f"http://[::1]:{server.port}/healthz")[0] == 200
+
+    @needs_ipv6
+    def test_worker_healthcheck_finds_a_server_on_the_ipv6_wildcard(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with serving("::") as server:
+            monkeypatch.setenv("WORKER_HTTP_HOST", "::")
+            monkeypatch.setenv("WORKER_HTTP_PORT", str(server.port))
+            assert cli.main(["healthcheck", "--timeout", "5"]) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "ok"
+
+    @pytest.mark.parametrize(
+        ("listening_on", "asked"),
+        [
+            ("0.0.0.0", "127.0.0.1"),  # noqa: S104 -- the default wildcard
+            ("", "127.0.0.1"),
+            ("::", "[::1]"),  # the IPv6 wildcard may be IPv6-only: its own loopback
+            ("::1", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("10.0.0.5", "10.0.0.5"),
+            ("fd00::5", "[fd00::5]"),
+        ],
+    )
+    def test_where_worker_healthcheck_asks(self, listening_on: str, asked: str) -> None:
+        assert cli._local_address(listening_on) == asked
 
     def test_the_ipv4_default_is_unchanged(self) -> None:
         with serving("0.0.0.0") as server:  # noqa: S104 -- the worker's default

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import os
 import signal
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -51,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="consume the queue (the service)")
     _common(run)
-    run.add_argument("--handler", help="package.module:function (WORKER_HANDLER)")
+    run.add_argument(
+        "--handler", help="package.module:function, or Lambda's module.function (WORKER_HANDLER)"
+    )
     run.add_argument("--handler-type", choices=[t.value for t in HandlerType])
     run.add_argument("--concurrency", type=int, help="handlers running at once")
     run.add_argument("--batch-size", type=int, help="records per Lambda invocation")
@@ -121,6 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_a_health_url(url: str) -> str | None:
+    """Why ``url`` cannot be asked for health, or ``None`` if it can."""
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        return str(exc)
+    if scheme not in {"http", "https"}:
+        # urlopen would also read file: and ftp: URLs; a health check asks only the worker.
+        return "not an http:// or https:// URL"
+    return None
+
+
+def _local_address(listening_on: str) -> str:
+    """Where this container reaches a server listening on ``listening_on``, as a URL's host.
+
+    The wildcards are reached on the loopback of their family (``::`` may be IPv6-only);
+    IPv6 addresses are bracketed.
+    """
+    host = listening_on.removeprefix("[").removesuffix("]")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    return f"[{host}]" if ":" in host else host
+
+
 def healthcheck(args: argparse.Namespace) -> int:
     """Ask the worker's ``/healthz``; 0 if it passes, 1 for anything else.
 
@@ -134,16 +161,21 @@ def healthcheck(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             print(f"worker: healthcheck: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host  # noqa: S104
-        url = f"http://{host}:{settings.http_port}/healthz"
+        url = f"http://{_local_address(settings.http_host)}:{settings.http_port}/healthz"
+    problem = _not_a_health_url(url)
+    if problem:
+        print(f"worker: healthcheck: --url {url}: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310 -- ours
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310 -- http(s)
             print(response.read().decode("utf-8", "replace").strip())
             return 0
     except urllib.error.HTTPError as exc:
         print(exc.read().decode("utf-8", "replace").strip())
         return EXIT_FAILED
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # ValueError and InvalidURL: a URL that cannot be asked (no host, a port that is not a
+        # number); HTTPException: an answer that is not HTTP.
         reason = getattr(exc, "reason", exc)
         print(f"worker: healthcheck: cannot reach {url}: {reason}", file=sys.stderr)
         return EXIT_FAILED

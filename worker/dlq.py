@@ -14,7 +14,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -232,10 +232,43 @@ async def _release(client: SQSClient, url: str, handles: Sequence[str]) -> int:
     return refused
 
 
+class _Pass:
+    """What one pass over the DLQ has received: the ids it has seen, and what it still holds.
+
+    A pass that outlasts its hold sees its first messages again: SQS makes them visible once the
+    hold runs out. Keeping ids counts each message once, and a receive that brings nothing new
+    says the pass has been round the whole queue, so it ends although the queue is never empty.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self.held: dict[str, str] = {}  # message id -> latest receipt handle (older ones expire)
+
+    def fresh(self, batch: Sequence[MessageTypeDef]) -> list[MessageTypeDef]:
+        """The messages of ``batch`` this pass had not received before; holds all of them."""
+        new = []
+        for raw in batch:
+            message_id = _message_id(raw)
+            if message_id not in self._seen:
+                self._seen.add(message_id)
+                new.append(raw)
+            self.held[message_id] = raw["ReceiptHandle"]
+        return new
+
+    def deleted(self, raw: MessageTypeDef) -> None:
+        """``raw`` left the DLQ: nothing to give back for it."""
+        self.held.pop(_message_id(raw), None)
+
+
+def _message_id(raw: MessageTypeDef) -> str:
+    # SQS always sends one; the receipt handle keeps messages apart should one ever lack it.
+    return raw.get("MessageId") or raw["ReceiptHandle"]
+
+
 async def _peek(client: SQSClient, url: str, limit: int, hold: int = 30) -> list[Peeked]:
     # Held for ``hold`` seconds while reading, so that one peek does not see a message twice;
     # released at once afterwards, whatever happens.
-    handles: list[str] = []
+    scan = _Pass()
     peeked: list[Peeked] = []
     try:
         while len(peeked) < limit:
@@ -247,15 +280,13 @@ async def _peek(client: SQSClient, url: str, limit: int, hold: int = 30) -> list
                 MessageSystemAttributeNames=["All"],
                 MessageAttributeNames=["All"],
             )
-            batch = response.get("Messages", [])
-            if not batch:
-                break
-            for raw in batch:
-                handles.append(raw["ReceiptHandle"])
-                peeked.append(_peeked(raw, url))
+            fresh = scan.fresh(response.get("Messages", []))
+            if not fresh:
+                break  # empty, or only messages whose hold ran out: the whole DLQ was read
+            peeked.extend(_peeked(raw, url) for raw in fresh)
     finally:
-        if handles:
-            await asyncio.shield(_release(client, url, handles))
+        if scan.held:
+            await asyncio.shield(_release(client, url, list(scan.held.values())))
     return peeked
 
 
@@ -276,12 +307,18 @@ def group(peeked: Sequence[Peeked]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: (-len(g.messages), g.shape))
 
 
-async def peek(settings: Settings, *, limit: int) -> tuple[QueuePair, list[Peeked], int]:
-    """Read up to ``limit`` DLQ messages without consuming them; returns the DLQ's depth too."""
+async def peek(
+    settings: Settings, *, limit: int, hold: int = 30
+) -> tuple[QueuePair, list[Peeked], int]:
+    """Read up to ``limit`` DLQ messages without consuming them; returns the DLQ's depth too.
+
+    ``hold`` is how long each message stays invisible while the peek reads on; one that comes
+    back before the peek ends is not shown twice.
+    """
     async with open_sqs(settings) as client:
         pair = await find_pair(client, settings)
         depth = (await _depth(client, pair.dlq_url))["visible"]
-        return pair, await _peek(client, pair.dlq_url, limit), depth
+        return pair, await _peek(client, pair.dlq_url, limit, hold), depth
 
 
 # --- purge ------------------------------------------------------------------------------------
@@ -303,6 +340,18 @@ class MoveTasksUnsupportedError(Exception):
     """The endpoint does not implement message move tasks (moto, some emulators)."""
 
 
+@contextlib.contextmanager
+def _move_task_call() -> Iterator[None]:
+    """Tell an endpoint without move tasks (moto: HTTP 500) from a call that failed."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if error_code(exc) in _UNSUPPORTED or status in {500, 501}:
+            raise MoveTasksUnsupportedError(describe_failure(exc)) from None
+        raise
+
+
 async def start_move_task(
     client: SQSClient, *, dlq_arn: str, destination_arn: str | None, rate: float | None
 ) -> str:
@@ -312,35 +361,28 @@ async def start_move_task(
         request["DestinationArn"] = destination_arn
     if rate is not None:
         request["MaxNumberOfMessagesPerSecond"] = max(1, int(rate))
-    try:
+    with _move_task_call():
         response = await client.start_message_move_task(**request)
-    except botocore.exceptions.ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if error_code(exc) in _UNSUPPORTED or status in {500, 501}:
-            raise MoveTasksUnsupportedError(describe_failure(exc)) from None
-        raise
     return response["TaskHandle"]
 
 
 async def list_move_tasks(client: SQSClient, dlq_arn: str) -> list[dict[str, Any]]:
     """The DLQ's recent message move tasks, newest first."""
-    try:
+    with _move_task_call():
         response = await client.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)
-    except botocore.exceptions.ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if error_code(exc) in _UNSUPPORTED or status in {500, 501}:
-            raise MoveTasksUnsupportedError(describe_failure(exc)) from None
-        raise
     return [dict(task) for task in response.get("Results", [])]
 
 
 async def cancel_move_task(client: SQSClient, handle: str) -> int:
     """Cancel a running move task; returns how many messages it had moved."""
-    response = await client.cancel_message_move_task(TaskHandle=handle)
+    with _move_task_call():
+        response = await client.cancel_message_move_task(TaskHandle=handle)
     return int(response.get("ApproximateNumberOfMessagesMoved", 0))
 
 
 # --- manual redrive ---------------------------------------------------------------------------
+
+MAX_REQUEST_BYTES = 1_048_576  # SQS: a message, and a whole send batch, at most 1 MiB
 
 
 @dataclass
@@ -373,6 +415,7 @@ class RedriveResult:
     seconds: float = 0.0
     interrupted: bool = False
     native_task: str | None = None
+    native_status: str | None = None  # the move task's last status; None if it was not followed
     shapes: Counter[str] = field(default_factory=Counter)
 
 
@@ -415,6 +458,41 @@ def _send_entry(index: int, raw: MessageTypeDef, fifo: bool) -> dict[str, Any]:
     return entry
 
 
+def entry_bytes(entry: dict[str, Any]) -> int:
+    """What SQS counts of a send entry against its size limits: body and message attributes."""
+    size = len(entry["MessageBody"].encode())
+    for name, attribute in entry.get("MessageAttributes", {}).items():
+        value = attribute.get("StringValue", attribute.get("BinaryValue", b""))
+        encoded = value.encode() if isinstance(value, str) else bytes(value)
+        size += len(name.encode()) + len(attribute.get("DataType", "").encode()) + len(encoded)
+    return size
+
+
+def send_batches(
+    entries: Sequence[dict[str, Any]], max_bytes: int = MAX_REQUEST_BYTES
+) -> list[list[dict[str, Any]]]:
+    """``entries`` cut, in order, into batches SQS accepts: ten entries, ``max_bytes`` in all.
+
+    In order, so that a FIFO group goes back in the order it came. An entry larger than
+    ``max_bytes`` goes alone, for SQS to accept or refuse by itself.
+    """
+    batches: list[list[dict[str, Any]]] = []
+    size = 0
+    for entry in entries:
+        needed = entry_bytes(entry)
+        if not batches or len(batches[-1]) == MAX_BATCH or size + needed > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(entry)
+        size += needed
+    return batches
+
+
+def _too_long(exc: botocore.exceptions.ClientError) -> bool:
+    # JSON-protocol SQS says "BatchRequestTooLong"; its query-compatible code has a prefix.
+    return error_code(exc).rsplit(".", 1)[-1] == "BatchRequestTooLong"
+
+
 class Redrive:
     """A message-by-message move from the DLQ, stoppable between batches."""
 
@@ -427,6 +505,8 @@ class Redrive:
         destination_url: str,
         destination_fifo: bool,
         progress: Progress | None = None,
+        stop: asyncio.Event | None = None,
+        max_batch_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         self._client = client
         self._pair = pair
@@ -434,29 +514,29 @@ class Redrive:
         self._destination = destination_url
         self._fifo = destination_fifo
         self._progress = progress
-        self._stop = False
-        self._held: dict[str, str] = {}  # message id -> latest receipt handle, given back at end
-        self._seen_skipped: set[str] = set()
+        self._stop = stop or asyncio.Event()
+        self._max_batch_bytes = max_batch_bytes
+        self._pass = _Pass()  # what was received; what is held, given back at the end
         self._remaining: int | None = None
         self._depth_read_at = 0.0
         self.result = RedriveResult()
 
     def stop(self) -> None:
         """Finish the batch in hand, give back what is held, and stop."""
-        self._stop = True
-        self.result.interrupted = True
+        self._stop.set()
 
     async def run(self) -> RedriveResult:
-        """Move until the DLQ is empty, ``max_messages`` moved, or stopped."""
+        """Move until the DLQ has been read through, ``max_messages`` moved, or stopped."""
         started = time.monotonic()
         rate = _Rate(self._plan.rate)
         try:
-            while not self._stop and not self._reached_max():
-                batch = await self._receive()
-                if not batch:
-                    break
-                await self._handle(batch, rate)
+            while not self._stop.is_set() and not self._reached_max():
+                fresh = self._pass.fresh(await self._receive())
+                if not fresh:
+                    break  # empty, or only messages whose hold ran out: the DLQ was read through
+                await self._handle(fresh, rate)
                 await self._report()
+            self.result.interrupted = self._stop.is_set()
         finally:
             await asyncio.shield(self._give_back())
             self.result.seconds = time.monotonic() - started
@@ -501,72 +581,89 @@ class Redrive:
         return bool(self._plan.criteria.matches(record))
 
     async def _handle(self, batch: list[MessageTypeDef], rate: _Rate) -> None:
-        chosen = []
-        for raw in batch:
-            if self._matches(raw):
-                chosen.append(raw)
-            else:
-                # Kept invisible until the end of the run, so that it is not received again.
-                message_id = raw.get("MessageId", "")
-                self._held[message_id] = raw["ReceiptHandle"]
-                if message_id not in self._seen_skipped:
-                    self._seen_skipped.add(message_id)
-                    self.result.skipped += 1
+        # What is not moved stays held until the end of the run, so that it is not received
+        # again while the run goes on.
+        chosen = [raw for raw in batch if self._matches(raw)]
+        self.result.skipped += len(batch) - len(chosen)
+        self.result.matched += len(chosen)
         for raw in chosen:
             self.result.shapes[fingerprint(self._payload(raw))] += 1
-        if self._plan.dry_run:
-            self.result.matched += len(chosen)
-            self._held.update((raw.get("MessageId", ""), raw["ReceiptHandle"]) for raw in chosen)
-            return
-        self.result.matched += len(chosen)
-        if chosen:
+        if chosen and not self._plan.dry_run:
             await rate.take(len(chosen))
             await asyncio.shield(self._move(chosen))
 
     async def _move(self, batch: list[MessageTypeDef]) -> None:
         # Send first; delete from the DLQ only what the destination accepted.
-        response = await self._client.send_message_batch(
-            QueueUrl=self._destination,
-            Entries=[_send_entry(i, raw, self._fifo) for i, raw in enumerate(batch)],  # type: ignore[misc]
-        )
-        failed = {entry["Id"]: entry for entry in response.get("Failed", [])}
-        sent = [raw for i, raw in enumerate(batch) if str(i) not in failed]
-        for index, entry in failed.items():
-            raw = batch[int(index)]
-            self.result.failed += 1
-            self._held[raw.get("MessageId", "")] = raw["ReceiptHandle"]
-            log.warning(
-                "dlq.send_failed",
-                message_id=raw.get("MessageId"),
-                code=entry.get("Code"),
-                error=entry.get("Message"),
+        entries = [_send_entry(i, raw, self._fifo) for i, raw in enumerate(batch)]
+        for chunk in send_batches(entries, self._max_batch_bytes):
+            sent = await self._send(chunk, batch)
+            if sent:
+                await self._delete(sent)
+
+    async def _send(
+        self, chunk: list[dict[str, Any]], batch: list[MessageTypeDef]
+    ) -> list[MessageTypeDef]:
+        """Send ``chunk``; returns the messages of ``batch`` the destination accepted."""
+        try:
+            response = await self._client.send_message_batch(
+                QueueUrl=self._destination,
+                Entries=chunk,  # type: ignore[arg-type]
             )
-        if not sent:
-            return
+        except botocore.exceptions.ClientError as exc:
+            if not _too_long(exc):
+                raise
+            # SQS measures a batch its own way; one at a time, each is within the limit.
+            log.info("dlq.batch_too_long", messages=len(chunk), fallback="one at a time")
+            return [batch[int(e["Id"])] for e in chunk if await self._send_one(e, batch)]
+        for failure in response.get("Failed", []):
+            self._send_failed(
+                batch[int(failure["Id"])], failure.get("Code"), failure.get("Message")
+            )
+        return [batch[int(entry["Id"])] for entry in response.get("Successful", [])]
+
+    async def _send_one(self, entry: dict[str, Any], batch: list[MessageTypeDef]) -> bool:
+        single = {key: value for key, value in entry.items() if key != "Id"}
+        try:
+            await self._client.send_message(QueueUrl=self._destination, **single)
+        except botocore.exceptions.ClientError as exc:
+            self._send_failed(batch[int(entry["Id"])], error_code(exc), describe_failure(exc))
+            return False
+        return True
+
+    def _send_failed(self, raw: MessageTypeDef, code: str | None, error: str | None) -> None:
+        # It stays held with the rest, and is given back to the DLQ at the end.
+        self.result.failed += 1
+        log.warning("dlq.send_failed", message_id=raw.get("MessageId"), code=code, error=error)
+
+    async def _delete(self, sent: list[MessageTypeDef]) -> None:
         deleted = await self._client.delete_message_batch(
             QueueUrl=self._pair.dlq_url,
             Entries=[
                 {"Id": str(i), "ReceiptHandle": raw["ReceiptHandle"]} for i, raw in enumerate(sent)
             ],
         )
-        not_deleted = deleted.get("Failed", [])
-        self.result.delete_failed += len(not_deleted)
         self.result.moved += len(sent)
-        for entry in not_deleted:
+        not_deleted = {entry["Id"]: entry for entry in deleted.get("Failed", [])}
+        self.result.delete_failed += len(not_deleted)
+        for index, raw in enumerate(sent):
+            if str(index) not in not_deleted:
+                self._pass.deleted(raw)
+                continue
             log.warning(
                 "dlq.delete_failed",
-                message_id=sent[int(entry["Id"])].get("MessageId"),
-                code=entry.get("Code"),
+                message_id=raw.get("MessageId"),
+                code=not_deleted[str(index)].get("Code"),
                 note="the message was sent and is still in the DLQ: it may be moved twice",
             )
 
     async def _give_back(self) -> None:
-        if self._held:
-            refused = await _release(self._client, self._pair.dlq_url, list(self._held.values()))
+        held = list(self._pass.held.values())
+        if held:
+            refused = await _release(self._client, self._pair.dlq_url, held)
             if refused:
                 # Their hold runs out by itself: they come back, later than asked.
                 log.warning("dlq.release_failed", messages=refused)
-            self._held = {}
+            self._pass.held.clear()
 
     async def _report(self) -> None:
         if self._progress is None:
@@ -580,18 +677,32 @@ class Redrive:
         self._progress(self.result, self._remaining)
 
 
+_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+
+
 async def destination_of(
     client: SQSClient, pair: QueuePair, plan: RedrivePlan
 ) -> tuple[str, str, bool]:
-    """(URL, ARN, FIFO) of where the redrive sends messages."""
+    """(URL, ARN, FIFO) of where the redrive sends messages; checked before anything moves."""
     url = (
         pair.source.url
         if plan.destination is None
         else await queue_url_for(client, plan.destination)
     )
-    attributes = (
-        await client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "FifoQueue"])
-    )["Attributes"]
+    try:
+        response = await client.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["QueueArn", "FifoQueue"]
+        )
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in _MISSING_QUEUE:
+            raise StartupError(f"--to {url}: the queue does not exist") from None
+        raise
+    attributes = response["Attributes"]
+    if attributes["QueueArn"] == pair.dlq_arn:
+        # Each message would come back under a new id, to be moved again: a loop without end.
+        raise ConfigurationError(
+            [f"--to {url}: that is the DLQ itself; name the queue to move its messages to"]
+        )
     fifo = attributes.get("FifoQueue") == "true"
     if pair.dlq_fifo and not fifo:
         raise ConfigurationError([f"--to {url}: a FIFO DLQ's messages must go to a FIFO queue"])
@@ -601,6 +712,16 @@ async def destination_of(
 _FINISHED = {"COMPLETED", "CANCELLED", "FAILED"}
 
 
+async def _stopped_within(stop: asyncio.Event | None, seconds: float) -> bool:
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile; returns whether it was."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
 async def wait_for_move_task(
     client: SQSClient,
     dlq_arn: str,
@@ -608,8 +729,12 @@ async def wait_for_move_task(
     *,
     progress: Progress | None = None,
     every: float = 5.0,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
-    """Follow a move task until it ends; returns its last status."""
+    """Follow a move task until it ends, or ``stop`` is set; returns its last status.
+
+    Stopping stops only the following: the task is SQS's and goes on without us.
+    """
     while True:
         tasks = await list_move_tasks(client, dlq_arn)
         task = next((t for t in tasks if t.get("TaskHandle") == handle), tasks[0] if tasks else {})
@@ -620,7 +745,44 @@ async def wait_for_move_task(
             progress(RedriveResult(moved=moved, native_task=handle), remaining)
         if task.get("Status") in _FINISHED or not task:
             return task
-        await asyncio.sleep(every)
+        if await _stopped_within(stop, every):
+            return task
+
+
+async def native_redrive(
+    client: SQSClient,
+    pair: QueuePair,
+    plan: RedrivePlan,
+    destination_arn: str,
+    *,
+    progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+    wait: bool = True,
+) -> RedriveResult | None:
+    """Redrive with SQS's own move task; ``None`` where the endpoint has none."""
+    try:
+        handle = await start_move_task(
+            client,
+            dlq_arn=pair.dlq_arn,
+            destination_arn=None if plan.destination is None else destination_arn,
+            rate=plan.rate,
+        )
+    except MoveTasksUnsupportedError as exc:
+        log.info("dlq.native_unsupported", reason=str(exc), fallback="message by message")
+        return None
+    log.info("dlq.move_task_started", task=handle, dlq=pair.dlq_name)
+    if not wait:
+        return RedriveResult(native_task=handle)
+    task = await wait_for_move_task(client, pair.dlq_arn, handle, progress=progress, stop=stop)
+    status = str(task.get("Status") or "UNKNOWN")
+    if status == "FAILED":
+        raise StartupError(f"move task {handle} failed: {task.get('FailureReason')}")
+    return RedriveResult(
+        moved=int(task.get("ApproximateNumberOfMessagesMoved", 0)),
+        native_task=handle,
+        native_status=status,
+        interrupted=stop is not None and stop.is_set() and status not in _FINISHED,
+    )
 
 
 async def run_redrive(
@@ -628,37 +790,31 @@ async def run_redrive(
     plan: RedrivePlan,
     *,
     progress: Progress | None = None,
-    on_started: Callable[[Redrive], None] | None = None,
+    stop: asyncio.Event | None = None,
     wait: bool = True,
 ) -> RedriveResult:
-    """Redrive the DLQ: natively when SQS can, message by message otherwise."""
+    """Redrive the DLQ: natively when SQS can, message by message otherwise.
+
+    Setting ``stop`` ends the run early: a manual one after the batch in hand, a native one at
+    once (the move task goes on in SQS; its handle is in the result).
+    """
+    stop = stop or asyncio.Event()
     async with open_sqs(settings) as client:
         pair = await find_pair(client, settings)
         url, arn, fifo = await destination_of(client, pair, plan)
-        if plan.native_possible:
-            try:
-                handle = await start_move_task(
-                    client,
-                    dlq_arn=pair.dlq_arn,
-                    destination_arn=None if plan.destination is None else arn,
-                    rate=plan.rate,
-                )
-            except MoveTasksUnsupportedError as exc:
-                log.info("dlq.native_unsupported", reason=str(exc), fallback="message by message")
-            else:
-                log.info("dlq.move_task_started", task=handle, dlq=pair.dlq_name)
-                if not wait:
-                    return RedriveResult(native_task=handle)
-                task = await wait_for_move_task(client, pair.dlq_arn, handle, progress=progress)
-                result = RedriveResult(
-                    moved=int(task.get("ApproximateNumberOfMessagesMoved", 0)), native_task=handle
-                )
-                if task.get("Status") == "FAILED":
-                    raise StartupError(f"move task {handle} failed: {task.get('FailureReason')}")
+        if plan.native_possible and not stop.is_set():
+            result = await native_redrive(
+                client, pair, plan, arn, progress=progress, stop=stop, wait=wait
+            )
+            if result is not None:
                 return result
         redrive = Redrive(
-            client, pair, plan, destination_url=url, destination_fifo=fifo, progress=progress
+            client,
+            pair,
+            plan,
+            destination_url=url,
+            destination_fifo=fifo,
+            progress=progress,
+            stop=stop,
         )
-        if on_started is not None:
-            on_started(redrive)
         return await redrive.run()

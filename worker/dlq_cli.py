@@ -17,11 +17,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import botocore.exceptions
 import structlog
 
 from worker import dlq
 from worker.config import Settings
 from worker.errors import ConfigurationError, StartupError
+from worker.sqs import describe_failure, error_code
 
 log = structlog.get_logger("worker.dlq")
 
@@ -245,11 +247,11 @@ def _plan(args: argparse.Namespace) -> dlq.RedrivePlan:
 async def _redrive(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     plan = _plan(args)
     progress = ProgressLine(sys.stderr)
-    running: list[dlq.Redrive] = []
-    _install_stop(lambda: running[0].stop() if running else None)
+    stop = asyncio.Event()
+    _install_stop(stop.set)
     try:
         result = await dlq.run_redrive(
-            settings, plan, progress=progress, on_started=running.append, wait=not args.no_wait
+            settings, plan, progress=progress, stop=stop, wait=not args.no_wait
         )
     finally:
         progress.end()
@@ -260,10 +262,8 @@ async def _redrive(settings: Settings, args: argparse.Namespace, out: TextIO) ->
 
 
 def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
-    if result.native_task and not result.moved and plan.native_possible:
-        return f"started SQS move task {result.native_task}; follow it with `worker dlq moves`"
     if result.native_task:
-        return f"SQS move task {result.native_task} moved {result.moved} messages"
+        return _native_summary(result)
     lines = []
     if plan.dry_run:
         lines.append(f"dry run: {result.matched} messages would be moved")
@@ -283,6 +283,24 @@ def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
     for shape, count in result.shapes.most_common(5):
         lines.append(f"  {count:>5} x {shape}")
     return "\n".join(lines)
+
+
+def _native_summary(result: dlq.RedriveResult) -> str:
+    task, moved, status = result.native_task, result.moved, result.native_status
+    if result.interrupted:
+        # Ctrl-C stops our waiting, not SQS's task: say where it is and how to end it.
+        return (
+            f"stopped following SQS move task {task} ({moved} messages moved so far); "
+            "the task goes on in SQS: see it with `worker dlq moves`, "
+            f"cancel it with `worker dlq moves --cancel {task}`"
+        )
+    if status is None:
+        return f"started SQS move task {task}; follow it with `worker dlq moves`"
+    if status == "COMPLETED":
+        return f"SQS move task {task} completed: moved {moved} messages"
+    if status == "CANCELLED":
+        return f"SQS move task {task} was cancelled after moving {moved} messages"
+    return f"SQS move task {task} ended ({status}) after moving {moved} messages"
 
 
 async def _moves(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
@@ -330,6 +348,28 @@ async def _purge(settings: Settings, args: argparse.Namespace, out: TextIO) -> i
 _VERBS = {"stats": _stats, "peek": _peek, "redrive": _redrive, "moves": _moves, "purge": _purge}
 
 
+# Error codes that come with a hint of what to do, keyed by the code's last part.
+_HINTS = {
+    "PurgeQueueInProgress": "SQS purges a queue at most once every 60 seconds; try again later",
+    "AccessDenied": "the credentials in use lack this permission",
+    "AccessDeniedException": "the credentials in use lack this permission",
+    "403": "the credentials in use lack this permission",
+}
+
+
+def explain(exc: botocore.exceptions.ClientError | botocore.exceptions.BotoCoreError) -> str:
+    """One line for an AWS call that failed: the call, what SQS said, and what to do."""
+    line = describe_failure(exc)
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return line
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    hint = _HINTS.get(error_code(exc).rsplit(".", 1)[-1]) or _HINTS.get(str(status))
+    return f"{exc.operation_name}: {line}" + (f" ({hint})" if hint else "")
+
+
 async def run(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run ``worker dlq <verb>``."""
-    return await _VERBS[args.dlq_command](settings, args, out or sys.stdout)
+    """Run ``worker dlq <verb>``; an AWS call that fails is one line (exit 1), not a traceback."""
+    try:
+        return await _VERBS[args.dlq_command](settings, args, out or sys.stdout)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise StartupError(f"dlq {args.dlq_command}: {explain(exc)}") from None
