@@ -23,12 +23,14 @@ from structlog.testing import capture_logs
 from tests.faults import Fault, FaultProxy, Rule
 from tests.support import (
     REGION,
+    ROOT,
     Queues,
     depth,
     drain,
     eventually,
     make_queues,
     publish,
+    run_cli,
     running_worker,
 )
 from worker import Message, dlq
@@ -39,7 +41,6 @@ from worker.filtering import FilterCriteria
 from worker.provision import provision
 from worker.sqs import QueueInfo, open_sqs
 
-ROOT = Path(__file__).resolve().parent.parent
 STUBBED = {"aws_access_key_id": "stub", "aws_secret_access_key": "stub"}
 
 
@@ -77,20 +78,8 @@ def slow_receives(queues: Queues, seconds: float) -> Iterator[Settings]:
 
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``python -m worker ARGS``; (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "AWS_REGION": REGION, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    """``python -m worker ARGS``; (exit code, stdout, stderr)."""
+    return await run_cli(*args, env=env)
 
 
 class TestInspect:

@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
 
-from tests.support import REGION, Queues, depth
+from tests.support import REGION, Queues, depth, moto_server_process, run_cli
 from worker import cli, dlq_cli
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def worker(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``python -m worker ARGS``; (exit code, stdout, stderr). Killed if it hangs."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "AWS_REGION": REGION, "WORKER_LOG_LEVEL": "warning", **(env or {})},
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise AssertionError(f"worker {' '.join(args)} still running after 60 s") from None
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    """``python -m worker ARGS`` logging warnings only; (exit code, stdout, stderr)."""
+    return await run_cli(*args, env={"WORKER_LOG_LEVEL": "warning", **(env or {})})
 
 
 def one_line(err: str) -> str:
@@ -147,29 +119,8 @@ def guarded_moto() -> Iterator[str]:
 
     The three are the administrator's: a user, its key, and its policy.
     """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    server = subprocess.Popen(  # noqa: S603 -- our own interpreter and arguments
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):  # noqa: S310 -- loopback
-                break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("the guarded moto server did not start") from None
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
+    with moto_server_process({"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as url:
+        yield url
 
 
 @pytest.fixture
