@@ -238,15 +238,14 @@ class Runner:
                     self.give_back(chain[index:])
                     return
                 invocation = await self._invoke([lease])
-                failed = invocation.outcomes[0] is not None
-                if failed:  # the group is retried in order: release what follows at once
+                if invocation.running is not None:
+                    # A plain function abandoned past its budget runs on: what follows in its
+                    # group stays in hand (so SQS keeps the group locked) until it really ends,
+                    # so that no later message of the group runs beside it.
+                    await asyncio.wait({invocation.running})
+                if invocation.outcomes[0] is not None:
                     for later in chain[index + 1 :]:
                         self._settle(later, HELD_FOR_ORDER, 0.0, in_batch=True)
-                if invocation.running is not None:
-                    # Abandoned past its budget: the slot stays taken until the thread ends,
-                    # but the group is not held up by it.
-                    await asyncio.wait({invocation.running})
-                if failed:
                     return
         except asyncio.CancelledError:
             self.give_back(chain)
