@@ -6,9 +6,12 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from tests.support import eventually
+from worker import settler as settler_module
 from worker.lease import LeaseKeeper
 from worker.metrics import Metrics
 from worker.settler import Settler
@@ -83,6 +86,38 @@ async def test_a_release_is_sent_after_the_extension_in_flight() -> None:
         await settler.close()
         assert queue.answered == [["m"], ["m"]]  # the extension, then the release
         assert settled == ["m"]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_release_waits_for_an_extension_only_so_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A call stuck in the SDK's retries must not hold a shutdown's releases past the grace.
+    monkeypatch.setattr(settler_module, "_EXTENSION_WAIT_SECONDS", 0.3)
+    queue = HangingFirstCall()
+    metrics = Metrics(CollectorRegistry(), queue="q")
+    keeper = LeaseKeeper(queue, visibility_timeout=2, metrics=metrics)  # type: ignore[arg-type]
+    settler = Settler(
+        queue,  # type: ignore[arg-type]
+        queue_name="q",
+        metrics=metrics,
+        on_settled=lambda lease: None,
+        flush_delay=0.01,
+    )
+    running = asyncio.create_task(keeper.run())
+    try:
+        lease = keeper.take(message("m"), time.monotonic())
+        await eventually(lambda: queue.calls == [["m"]], timeout=5)  # hangs for good
+        with capture_logs() as logs:
+            settler.release(lease, reason="shutdown")
+            await settler.close()
+        assert queue.answered == [["m"]]  # the release, sent beside the stuck extension
+        assert [e["event"] for e in logs] == [
+            "sqs.settling_beside_an_extension",
+            "message.released",
+        ]
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

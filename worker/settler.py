@@ -23,6 +23,9 @@ from worker.sqs import MAX_BATCH, EntryFailure, SqsQueue, describe_failure
 
 log = structlog.get_logger("worker.settler")
 
+# How long a visibility change waits for an extension of the same messages still in flight.
+_EXTENSION_WAIT_SECONDS = 5.0
+
 
 class Settlement(StrEnum):
     """What is done with a message."""
@@ -150,8 +153,11 @@ class Settler:
         if extending:
             # An extension sent before these messages were settled must not reach SQS after
             # their change and undo it: a release at once, or a short backoff, would become a
-            # whole visibility timeout.
-            await asyncio.wait(extending)
+            # whole visibility timeout. Not waited for long: a call stuck in the SDK's retries
+            # must not hold a shutdown's releases past the container's grace period.
+            _, stuck = await asyncio.wait(extending, timeout=_EXTENSION_WAIT_SECONDS)
+            if stuck:
+                self._log.warning("sqs.settling_beside_an_extension", messages=len(entries))
         await self._send(
             entries,
             lambda batch: self._queue.change_visibility_batch(
