@@ -279,6 +279,7 @@ class TestEnvelopeModes:
             pytest.param(
                 '{"Type": "Notification", "Message": {"TopicArn": "nested"}}', id="nested-topic-arn"
             ),
+            pytest.param('{"Type": "SubscriptionConfirmation", "step": 2}', id="payload-typed-sub"),
         ],
     )
     def test_auto_passes_other_bodies_through(self, body: str) -> None:

@@ -172,9 +172,11 @@ def _envelope_of(body: str, mode: EnvelopeMode) -> dict[str, Any] | None:
     except (ValueError, RecursionError) as exc:
         raise MalformedMessageError(f"SNS envelope is not valid JSON: {exc}") from None
     kind = document.get("Type") if isinstance(document, dict) else None
-    # SNS always sends TopicArn: without it, a JSON object whose Type is "Notification" (a
-    # common field, and value) is a payload of its own, unless SNS envelopes were asked for.
-    if kind == "Notification" and (mode is EnvelopeMode.SNS or "TopicArn" in document):
+    # SNS always sends TopicArn: without it, a JSON object with a Type field (a common name) is
+    # a payload of its own, unless SNS envelopes were asked for.
+    if mode is EnvelopeMode.AUTO and not (isinstance(document, dict) and "TopicArn" in document):
+        return None
+    if kind == "Notification":
         return document  # type: ignore[no-any-return]  # a dict, checked above
     if isinstance(kind, str) and kind in _NOT_NOTIFICATIONS:
         raise MalformedMessageError(
