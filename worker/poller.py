@@ -44,8 +44,9 @@ log = structlog.get_logger("worker.poller")
 
 _BACKOFF_BASE_SECONDS = 0.5
 _BACKOFF_CAP_SECONDS = 20.0
-# Lambda's invocation payload limit. A record's size is estimated as its body plus a fixed
-# allowance for the rest of the record (ids, receipt handle, attributes, JSON punctuation).
+# Lambda's invocation payload limit. A record's size is estimated as its body and message
+# attributes plus a fixed allowance for the rest (ids, receipt handle, system attributes, JSON
+# punctuation).
 PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
 _RECORD_ALLOWANCE_BYTES = 1024
 
