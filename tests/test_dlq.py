@@ -307,6 +307,9 @@ class TestPassesLongerThanTheHold:
         assert result.shapes == Counter({"text": 2, "{n: number}": 1})
         assert await depth(queues, queues.dlq_url) == (3, 0)
         assert await depth(queues, queues.queue_url) == (0, 0)
+        # Said, since a receive answers with a sample: some might not have been received at all.
+        assert result.outlasted_hold
+        assert "the run outlasted --hold (1 s)" in _summary(result, plan)
 
     async def test_filter_ends_when_only_skipped_messages_come_back(self, queues: Queues) -> None:
         await seed(queues, *(json.dumps({"type": t}) for t in ("order", "refund") * 2))
@@ -336,6 +339,7 @@ class TestLargeMessages:
         await seed(queues, *self.BODIES)
         result = await dlq.run_redrive(queues.settings(), dlq.RedrivePlan(manual=True))
         assert (result.moved, result.failed, result.delete_failed) == (10, 0, 0)
+        assert not result.outlasted_hold
         assert await depth(queues, queues.dlq_url) == (0, 0)
         moved = await drain(queues, queues.queue_url, expect=10)
         assert sorted(m["Body"] for m in moved) == self.BODIES

@@ -232,17 +232,25 @@ async def _release(client: SQSClient, url: str, handles: Sequence[str]) -> int:
     return refused
 
 
+_SEEN_ONLY_RECEIVES = 3  # receives in a row with nothing new that end a pass
+
+
 class _Pass:
     """What one pass over the DLQ has received: the ids it has seen, and what it still holds.
 
     A pass that outlasts its hold sees its first messages again: SQS makes them visible once the
-    hold runs out. Keeping ids counts each message once, and a receive that brings nothing new
-    says the pass has been round the whole queue, so it ends although the queue is never empty.
+    hold runs out. Keeping ids counts each message once. The pass ends on an empty receive, or
+    after a few receives in a row that bring nothing new: the queue is never empty then, and
+    SQS answers a receive with a sample, so one such receive alone does not prove that every
+    message was seen. ``came_back`` tells the caller that the hold ran out during the pass.
     """
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
+        self._seen_only = 0  # receives in a row that brought nothing new
         self.held: dict[str, str] = {}  # message id -> latest receipt handle (older ones expire)
+        self.came_back = False
+        self.ended = False
 
     def fresh(self, batch: Sequence[MessageTypeDef]) -> list[MessageTypeDef]:
         """The messages of ``batch`` this pass had not received before; holds all of them."""
@@ -253,6 +261,9 @@ class _Pass:
                 self._seen.add(message_id)
                 new.append(raw)
             self.held[message_id] = raw["ReceiptHandle"]
+        self.came_back = self.came_back or len(new) < len(batch)
+        self._seen_only = 0 if new else self._seen_only + 1
+        self.ended = not batch or self._seen_only >= _SEEN_ONLY_RECEIVES
         return new
 
     def deleted(self, raw: MessageTypeDef) -> None:
@@ -281,7 +292,7 @@ async def _peek(client: SQSClient, url: str, limit: int, hold: int = 30) -> list
                 MessageAttributeNames=["All"],
             )
             fresh = scan.fresh(response.get("Messages", []))
-            if not fresh:
+            if scan.ended:
                 break  # empty, or only messages whose hold ran out: the whole DLQ was read
             peeked.extend(_peeked(raw, url) for raw in fresh)
     finally:
@@ -416,6 +427,7 @@ class RedriveResult:
     interrupted: bool = False
     native_task: str | None = None
     native_status: str | None = None  # the move task's last status; None if it was not followed
+    outlasted_hold: bool = False  # messages came back during the run: a count may be short
     shapes: Counter[str] = field(default_factory=Counter)
 
 
@@ -532,11 +544,13 @@ class Redrive:
         try:
             while not self._stop.is_set() and not self._reached_max():
                 fresh = self._pass.fresh(await self._receive())
-                if not fresh:
+                if self._pass.ended:
                     break  # empty, or only messages whose hold ran out: the DLQ was read through
-                await self._handle(fresh, rate)
-                await self._report()
+                if fresh:
+                    await self._handle(fresh, rate)
+                    await self._report()
             self.result.interrupted = self._stop.is_set()
+            self.result.outlasted_hold = self._pass.came_back
         finally:
             await asyncio.shield(self._give_back())
             self.result.seconds = time.monotonic() - started

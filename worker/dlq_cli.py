@@ -280,6 +280,12 @@ def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
         )
     if result.interrupted:
         lines.append("stopped before the end; nothing in hand was lost")
+    if result.outlasted_hold:
+        lines.append(
+            f"the run outlasted --hold ({plan.hold_seconds} s): messages came back before it "
+            "ended; each was counted once, but some may not have been received at all: "
+            "run again with a longer --hold for a complete pass"
+        )
     for shape, count in result.shapes.most_common(5):
         lines.append(f"  {count:>5} x {shape}")
     return "\n".join(lines)
