@@ -147,9 +147,9 @@ class LeaseKeeper:
         call.add_done_callback(self._calls.discard)
 
     def _extendable(self, lease: Lease, now: float) -> bool:
-        # SQS extends by whole seconds: in its last second a lease cannot be extended at all.
         if lease.settling or lease.lost or lease.extending is not None:
             return False
+        # SQS extends by whole seconds: in its last second a lease cannot be extended at all.
         if lease.hard_limit - now < 1:
             return False
         return lease.deadline is None or now < lease.deadline

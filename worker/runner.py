@@ -256,8 +256,9 @@ class Runner:
     async def _invoke(self, batch: list[Lease]) -> Invocation:
         started = time.monotonic()
         # Never past the point where SQS's 12 hours end and a message can no longer be held:
-        # a handler still running then would have its message handed out again.
-        deadline = min(started + self._budget, *(lease.hard_limit for lease in batch))
+        # a handler still running then would have its message handed out again. A batch is in
+        # the order received, so its first message is the first to reach that point.
+        deadline = min(started + self._budget, batch[0].hard_limit)
         now = time.time()
         for lease in batch:
             lease.deadline = deadline
