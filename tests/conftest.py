@@ -37,6 +37,13 @@ def moto_endpoint() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def atomic_moto_endpoint() -> Iterator[str]:
+    """A moto server whose receives are atomic: for tests that count deliveries exactly."""
+    with moto_server_process(atomic=True) as url:
+        yield url
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment() -> Iterator[None]:
     """Each test starts from the session's environment (a Lambda handler sets AWS_LAMBDA_*)."""

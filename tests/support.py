@@ -33,13 +33,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
-def moto_server_process(env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A moto server in its own process (so that it does not share the tests' GIL); its URL."""
+def moto_server_process(
+    env: Mapping[str, str] | None = None, *, atomic: bool = False
+) -> Iterator[str]:
+    """A moto server in its own process (so that it does not share the tests' GIL); its URL.
+
+    ``atomic``: receives and deletes one at a time per queue (bench/moto_server.py), so that
+    no message is handed to two pollers at once, as SQS guarantees and stock moto does not.
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
+    module = "bench.moto_server" if atomic else "moto.server"
     server = subprocess.Popen(  # noqa: S603 -- our own interpreter and arguments
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},

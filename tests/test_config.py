@@ -9,6 +9,7 @@ import pytest
 from worker.cli import EXIT_CONFIGURATION, main
 from worker.config import (
     BackoffMode,
+    BatchItemFailures,
     EnvelopeMode,
     HandlerType,
     LogFormat,
@@ -51,7 +52,7 @@ class TestDefaults:
         assert settings.batch_size == 10
         assert settings.max_batching_window == 0
         assert settings.filter_criteria is None
-        assert settings.report_batch_item_failures is True
+        assert settings.report_batch_item_failures is BatchItemFailures.AUTO
         assert settings.memory_limit_in_mb is None  # the container's limit, read at start
         assert settings.concurrency == 10
         assert settings.pollers is None
@@ -99,7 +100,7 @@ class TestEnvironment:
         assert settings.handler == "app.handlers:handle"
         assert settings.handler_type is HandlerType.LAMBDA
         assert settings.concurrency == 25
-        assert settings.report_batch_item_failures is False
+        assert settings.report_batch_item_failures is BatchItemFailures.FALSE
         assert settings.exit_when_idle == 1.5
         assert settings.backoff is BackoffMode.OFF
         assert settings.sns_envelope is EnvelopeMode.RAW

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import time
@@ -193,15 +192,17 @@ class TestContextAndEnvironment:
         for name in list(os.environ):
             if name.startswith("AWS_LAMBDA_") or name in {"LAMBDA_TASK_ROOT", "_HANDLER"}:
                 monkeypatch.delenv(name)
+        out = tmp_path / "seen.json"
+        monkeypatch.setenv("SEEN_FILE", str(out))
         module = f"fn_{uuid.uuid4().hex[:8]}"
         (tmp_path / f"{module}.py").write_text(
-            "import os\n"
-            "NAMES = ('LAMBDA_TASK_ROOT', '_HANDLER')\n"
+            "import json, os\n"
+            "NAMES = ('LAMBDA_TASK_ROOT', '_HANDLER', 'AWS_REGION', 'AWS_EXECUTION_ENV')\n"
             "SEEN_AT_IMPORT = {k: v for k, v in os.environ.items()\n"
-            "                  if k.startswith('AWS_LAMBDA_') or k in NAMES}\n"
-            "calls = []\n"
+            "                  if k.startswith(('AWS_LAMBDA_', 'WORKER_')) or k in NAMES}\n"
             "def handler(event, context):\n"
-            "    calls.append(len(event['Records']))\n",
+            "    with open(os.environ['SEEN_FILE'], 'w') as out:\n"
+            "        json.dump(SEEN_AT_IMPORT, out)\n",
             encoding="utf-8",
         )
         await send(queues, "x")
@@ -209,24 +210,32 @@ class TestContextAndEnvironment:
             queues, handler=f"{module}:handler", handler_path=tmp_path, function_name="fn"
         )
         async with running_worker(settings):
-            loaded = importlib.import_module(module)
-            await eventually(lambda: loaded.calls == [1])
-        seen = loaded.SEEN_AT_IMPORT
+            await eventually(out.exists)
+        seen = json.loads(out.read_text())
         assert seen["AWS_LAMBDA_FUNCTION_NAME"] == "fn"
         assert seen["AWS_LAMBDA_FUNCTION_VERSION"] == "$LATEST"
         assert int(seen["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) >= 128
         assert seen["AWS_LAMBDA_LOG_GROUP_NAME"] == "/aws/lambda/fn"
+        assert seen["AWS_LAMBDA_RUNTIME_API"].startswith("127.0.0.1:")
+        assert seen["AWS_REGION"] == "us-east-1"
+        assert seen["AWS_EXECUTION_ENV"].startswith("AWS_Lambda_python3.")
         assert seen["LAMBDA_TASK_ROOT"] == str(tmp_path)
         assert seen["_HANDLER"] == f"{module}.handler"
+        assert not [name for name in seen if name.startswith("WORKER_")]  # the worker's own
 
     async def test_a_handler_setting_in_lambdas_form_is_taken_as_it_is(
-        self, queues: Queues, tmp_path: Path
+        self, queues: Queues, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # A file name with "-", in a directory: Lambda's Handler "src/my-fn.handler".
+        out = tmp_path / "handler.txt"
+        monkeypatch.setenv("SEEN_FILE", str(out))
         module = f"my-fn-{uuid.uuid4().hex[:8]}"
         (tmp_path / "src").mkdir()
         (tmp_path / "src" / f"{module}.py").write_text(
-            "calls = []\ndef handler(event, context):\n    calls.append(len(event['Records']))\n",
+            "import os\n"
+            "def handler(event, context):\n"
+            "    with open(os.environ['SEEN_FILE'], 'w') as out:\n"
+            "        out.write(os.environ['_HANDLER'])\n",
             encoding="utf-8",
         )
         await send(queues, "x")
@@ -234,9 +243,8 @@ class TestContextAndEnvironment:
             queues, handler=f"src/{module}.handler", handler_path=tmp_path, function_name="fn"
         )
         async with running_worker(settings):
-            loaded = importlib.import_module(f"src.{module}")
-            await eventually(lambda: loaded.calls == [1])
-            assert os.environ["_HANDLER"] == f"src/{module}.handler"
+            await eventually(out.exists)
+        assert out.read_text() == f"src/{module}.handler"
 
 
 class TestFifoLimits:

@@ -66,6 +66,31 @@ class HandlerType(StrEnum):
     LAMBDA = "lambda"  # handler(event, context), an unmodified AWS Lambda handler
 
 
+class LambdaRuntime(StrEnum):
+    """What runs a ``lambda`` handler's execution environments."""
+
+    PYTHON = "python"  # AWS's Python runtime interface client (awslambdaric)
+    PROVIDED = "provided"  # an executable ``bootstrap``: Lambda's OS-only runtime contract
+
+
+class BatchItemFailures(StrEnum):
+    """How a Lambda handler's response is read (ReportBatchItemFailures)."""
+
+    AUTO = "auto"  # a response with batchItemFailures is read by Lambda's rules; others: success
+    TRUE = "true"  # Lambda with ReportBatchItemFailures: the response must follow its rules
+    FALSE = "false"  # Lambda without it: the response is ignored
+
+    @classmethod
+    def _missing_(cls, value: object) -> BatchItemFailures | None:
+        # Booleans, and the spellings pydantic accepts for them, keep working.
+        spelled = str(value).strip().lower()
+        if spelled in {"1", "yes", "on", "t", "y"}:
+            return cls.TRUE
+        if spelled in {"0", "no", "off", "f", "n"}:
+            return cls.FALSE
+        return next((member for member in cls if member.value == spelled), None)
+
+
 class EnvelopeMode(StrEnum):
     """Whether message bodies are SNS notification envelopes."""
 
@@ -136,7 +161,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=10, ge=1, le=10_000)
     max_batching_window: float = Field(default=0, ge=0, le=300)
     filter_criteria: str | None = None
-    report_batch_item_failures: bool = True
+    report_batch_item_failures: BatchItemFailures = BatchItemFailures.AUTO
+    lambda_runtime: LambdaRuntime = LambdaRuntime.PYTHON
     function_name: str | None = None
     memory_limit_in_mb: int | None = Field(default=None, ge=128, le=10_240)
 

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from worker.config import HANDLER_FORMS, EnvelopeMode, split_handler
+from worker.config import HANDLER_FORMS, BatchItemFailures, EnvelopeMode, split_handler
 from worker.errors import ConfigurationError, InvalidLambdaResponseError, MalformedMessageError
 from worker.invoke import Call, Caller
 from worker.lambda_env import FunctionIdentity
-from worker.lambda_event import LambdaContext, failed_message_ids, sqs_event, sqs_record
+from worker.lambda_event import (
+    LambdaContext,
+    failed_message_ids,
+    parse_response,
+    sqs_event,
+    sqs_record,
+)
+from worker.lambda_invocation import FunctionError, FunctionResponse, Result
 from worker.lease import Lease
 from worker.message import parse_message
 from worker.outcome import Failure, FailureReason, Outcome
@@ -108,34 +116,84 @@ class MessageAdapter:
 _REPORTED_FAILURE = Failure(
     FailureReason.HANDLER_ERROR, "BatchItemFailure", "listed in batchItemFailures"
 )
+# Error types that say how to treat the batch, whatever runtime reported them.
+_REASONS_BY_ERROR_TYPE = {
+    "Sandbox.Timedout": FailureReason.TIMEOUT,
+    "NonRetryableError": FailureReason.NON_RETRYABLE,
+}
+
+
+class LambdaInvoker(Protocol):
+    """Runs one invocation of a Lambda function, as the Lambda service would."""
+
+    async def invoke(self, event: bytes, deadline: float) -> Result:
+        """Invoke the function with the serialised ``event`` until ``deadline`` (monotonic)."""
+        ...
 
 
 class LambdaAdapter:
-    """Calls an unmodified Lambda handler with the SQS event Lambda would build."""
+    """Hands the SQS event Lambda would build to the function; reads its batch response.
+
+    The function runs in execution environments (:mod:`worker.lambda_environments`); the
+    adapter only builds the event and reads what came back by the event source mapping's rules.
+    """
 
     def __init__(
         self,
-        function: Handler,
-        caller: Caller,
+        invoker: LambdaInvoker,
         *,
         queue_arn: str,
-        identity: FunctionIdentity,
-        report_batch_item_failures: bool,
+        region: str,
+        report_batch_item_failures: BatchItemFailures,
     ) -> None:
-        self._function = function
-        self._caller = caller
+        self._invoker = invoker
         self._queue_arn = queue_arn
-        self._identity = identity
-        self._log_stream = identity.log_stream_name
+        self._region = region
         self._report_failures = report_batch_item_failures
 
     async def __call__(self, leases: Sequence[Lease], deadline: float) -> Invocation:
-        """Build the event and context, call the handler, read its batch response."""
-        identity = self._identity
+        """Build the event, invoke the function, read its batch response."""
         event = sqs_event(
-            sqs_record(lease.raw, queue_arn=self._queue_arn, region=identity.region)
+            sqs_record(lease.raw, queue_arn=self._queue_arn, region=self._region)
             for lease in leases
         )
+        result = await self._invoker.invoke(json.dumps(event).encode("utf-8"), deadline)
+        if isinstance(result, FunctionError):
+            reason = _REASONS_BY_ERROR_TYPE.get(result.error_type, FailureReason.HANDLER_ERROR)
+            failure = Failure(reason, result.error_type, result.error_message[:500])
+            return Invocation([failure] * len(leases))
+        try:
+            failed = failed_message_ids(
+                parse_response(result.payload),
+                [lease.message_id for lease in leases],
+                report_batch_item_failures=self._report_failures,
+            )
+        except InvalidLambdaResponseError as exc:
+            return Invocation([Failure.from_exception(exc)] * len(leases))
+        return Invocation(
+            [_REPORTED_FAILURE if lease.message_id in failed else None for lease in leases]
+        )
+
+
+class InProcessFunction:
+    """A Lambda handler given as a Python function, called in the worker's own process.
+
+    For embedding and tests (``serve(handler=...)``) only: there is no process to isolate the
+    function, so it is called through the worker's :class:`~worker.invoke.Caller` like a
+    message handler, concurrently with itself. Its response is serialised as Lambda's runtime
+    serialises it, so the same responses fail here as there. ``WORKER_HANDLER`` always runs in
+    execution environments.
+    """
+
+    def __init__(self, function: Handler, caller: Caller, identity: FunctionIdentity) -> None:
+        self._function = function
+        self._caller = caller
+        self._identity = identity
+        self._log_stream = identity.log_stream_name
+
+    async def invoke(self, event: bytes, deadline: float) -> Result:
+        """Call the function with a fresh event and context; serialise what it returns."""
+        identity = self._identity
         context = LambdaContext(
             function_name=identity.function_name,
             invoked_function_arn=identity.function_arn,
@@ -145,17 +203,21 @@ class LambdaAdapter:
             log_group_name=identity.log_group_name,
             log_stream_name=self._log_stream,
         )
-        call = await self._caller.call(self._function, (event, context), deadline=deadline)
-        if call.error is not None:
-            return Invocation([Failure.from_exception(call.error)] * len(leases), call.running)
-        try:
-            failed = failed_message_ids(
-                call.value,
-                [lease.message_id for lease in leases],
-                report_batch_item_failures=self._report_failures,
-            )
-        except InvalidLambdaResponseError as exc:
-            return Invocation([Failure.from_exception(exc)] * len(leases))
-        return Invocation(
-            [_REPORTED_FAILURE if lease.message_id in failed else None for lease in leases]
+        call = await self._caller.call(
+            self._function, (json.loads(event), context), deadline=deadline
         )
+        if call.running is not None:
+            # An abandoned thread keeps running; so would a Lambda environment's, until killed.
+            await asyncio.wait({call.running})
+        if call.error is not None:
+            failure = Failure.from_exception(call.error)
+            error_type = (
+                "Sandbox.Timedout"
+                if failure.reason is FailureReason.TIMEOUT
+                else failure.error_type
+            )
+            return FunctionError(error_type, failure.error_message)
+        try:
+            return FunctionResponse(json.dumps(call.value).encode("utf-8"))
+        except (TypeError, ValueError) as exc:
+            return FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}")

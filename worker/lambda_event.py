@@ -9,12 +9,14 @@ with ReportBatchItemFailures semantics, including the cases Lambda treats as a f
 from __future__ import annotations
 
 import base64
+import json
 import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from worker.config import BatchItemFailures
 from worker.errors import InvalidLambdaResponseError
 
 
@@ -116,7 +118,10 @@ class LambdaContext:
 
 
 def failed_message_ids(
-    response: Any, message_ids: Sequence[str], *, report_batch_item_failures: bool
+    response: Any,
+    message_ids: Sequence[str],
+    *,
+    report_batch_item_failures: BatchItemFailures | bool,
 ) -> set[str]:
     """The ids of the records that failed, by Lambda's rules for an SQS batch response.
 
@@ -124,10 +129,14 @@ def failed_message_ids(
     Failure of the whole batch (:class:`InvalidLambdaResponseError`): a response that is not a
     JSON object, ``batchItemFailures`` that is not a list, or an entry whose ``itemIdentifier`` is
     missing, null, empty, or not the id of a record in the batch. Without
-    ReportBatchItemFailures Lambda ignores the response, and so does this.
+    ReportBatchItemFailures Lambda ignores the response, and so does this. With ``auto``, only a
+    response that carries ``batchItemFailures`` is read by those rules; any other is success,
+    so that a function written for either setting is read as it expects.
     """
-    if not report_batch_item_failures or response is None:
+    if not _is_read(response, report_batch_item_failures):
         return set()
+    if isinstance(response, NotJson):
+        raise InvalidLambdaResponseError("response is not JSON")
     if not isinstance(response, Mapping):
         raise InvalidLambdaResponseError(f"response is a {type(response).__name__}, not an object")
     failures = response.get("batchItemFailures")
@@ -149,3 +158,28 @@ def failed_message_ids(
             )
         failed.add(identifier)
     return failed
+
+
+def _is_read(response: Any, mode: BatchItemFailures | bool) -> bool:
+    """Whether the response is read for failures at all, under the ReportBatchItemFailures mode."""
+    if isinstance(mode, bool):
+        mode = BatchItemFailures.TRUE if mode else BatchItemFailures.FALSE
+    if mode is BatchItemFailures.FALSE or response is None:
+        return False
+    if mode is BatchItemFailures.AUTO:
+        return isinstance(response, Mapping) and "batchItemFailures" in response
+    return True
+
+
+class NotJson(bytes):
+    """A response that is not JSON (a custom runtime may answer anything)."""
+
+
+def parse_response(payload: bytes) -> Any:
+    """A function's serialised response, as the event source mapping reads it."""
+    if not payload.strip():
+        return None
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return NotJson(payload)

@@ -18,8 +18,9 @@ Redelivery is the only possible side effect of stopping; no message is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,15 @@ from worker.config import HANDLER_FORMS, BackoffMode, HandlerType, Settings
 from worker.depth import QueueDepth
 from worker.errors import ConfigurationError, StartupError
 from worker.filtering import FilterCriteria
-from worker.handlers import Adapter, Handler, LambdaAdapter, MessageAdapter, load_handler
+from worker.handlers import (
+    Adapter,
+    Handler,
+    InProcessFunction,
+    LambdaAdapter,
+    LambdaInvoker,
+    MessageAdapter,
+    load_handler,
+)
 from worker.health import Health, heartbeat
 from worker.http import StatusServer
 from worker.invoke import Caller
@@ -65,6 +74,8 @@ log = structlog.get_logger("worker")
 
 # After the handlers' deadline, time still given to open long polls and buffered settlements.
 _SETTLE_GRACE_SECONDS = 5.0
+# Lambda's limit on a function's initialisation, applied to the first environment at start-up.
+_INIT_SECONDS = 10.0
 
 
 @dataclass
@@ -337,32 +348,80 @@ def check_queue_kind(settings: Settings, info: QueueInfo) -> None:
 
 
 def build_adapter(
-    settings: Settings, info: QueueInfo, caller: Caller, function: Handler | None = None
+    settings: Settings,
+    info: QueueInfo,
+    caller: Caller,
+    function: Handler | None = None,
+    invoker: LambdaInvoker | None = None,
 ) -> Adapter:
     """The adapter for the configured handler type, around ``function`` or the named one.
 
-    For Lambda handlers, the Lambda runtime's environment variables are set (where not set
-    already) before the handler's module is imported, since modules read them on import.
+    A Lambda handler named by ``WORKER_HANDLER`` runs in execution environments (``invoker``,
+    see :func:`lambda_environments`); a Python function passed in is called in this process,
+    with the Lambda runtime's environment variables set (where not set already) first.
     """
     identity = function_identity(settings, info)
     if settings.handler_type is HandlerType.LAMBDA:
-        added = apply_environment(
-            lambda_environment(identity, handler=settings.handler, task_root=settings.handler_path)
+        if invoker is None:
+            if function is None:
+                raise ConfigurationError([f"WORKER_HANDLER: required ({HANDLER_FORMS})"])
+            added = apply_environment(
+                lambda_environment(
+                    identity, handler=settings.handler, task_root=settings.handler_path
+                )
+            )
+            log.debug("worker.lambda_environment", set=added)
+            invoker = InProcessFunction(function, caller, identity)
+        return LambdaAdapter(
+            invoker,
+            queue_arn=info.arn,
+            region=identity.region,
+            report_batch_item_failures=settings.report_batch_item_failures,
         )
-        log.debug("worker.lambda_environment", set=added)
     if function is None:
         if settings.handler is None:
             raise ConfigurationError([f"WORKER_HANDLER: required ({HANDLER_FORMS})"])
         function = load_handler(settings.handler, settings.handler_path)
-    if settings.handler_type is HandlerType.LAMBDA:
-        return LambdaAdapter(
-            function,
-            caller,
-            queue_arn=info.arn,
-            identity=identity,
-            report_batch_item_failures=settings.report_batch_item_failures,
-        )
     return MessageAdapter(function, caller, queue_url=info.url, envelope=settings.sns_envelope)
+
+
+@contextlib.asynccontextmanager
+async def lambda_environments(
+    settings: Settings, info: QueueInfo, metrics: Metrics
+) -> AsyncIterator[LambdaInvoker | None]:
+    """The execution environments of the function ``WORKER_HANDLER`` names, for its lifetime.
+
+    One environment is started and initialised before the worker consumes: a function that
+    cannot be loaded stops start-up with its error, instead of failing every batch. All are
+    stopped when the worker is done. Yields ``None`` where no environments are needed.
+    """
+    if settings.handler_type is not HandlerType.LAMBDA or settings.handler is None:
+        yield None
+        return
+    from worker.lambda_environments import (  # noqa: PLC0415 -- lambda handlers only
+        EnvironmentMetrics,
+        EnvironmentPool,
+        environment_spec,
+    )
+
+    spec = environment_spec(settings, function_identity(settings, info))
+    pool = EnvironmentPool(
+        spec,
+        size=settings.concurrency,
+        metrics=EnvironmentMetrics(metrics.registry, queue=metrics.queue),
+    )
+    try:
+        error = await pool.warm_up(_INIT_SECONDS)
+        if error is not None:
+            raise ConfigurationError(
+                [
+                    f"WORKER_HANDLER={settings.handler}: the function failed to initialise: "
+                    f"{error.error_type}: {error.error_message}"
+                ]
+            )
+        yield pool
+    finally:
+        await pool.close()
 
 
 def check_dead_letter_queue(settings: Settings, info: QueueInfo) -> None:
@@ -402,6 +461,11 @@ async def connect(settings: Settings, client: SQSClient) -> QueueInfo:
         raise
     except Exception as exc:  # noqa: BLE001 -- any failure here means we cannot start
         raise StartupError(f"cannot read queue {settings.queue}: {describe_failure(exc)}") from None
+
+
+@contextlib.asynccontextmanager
+async def _none() -> AsyncIterator[None]:
+    yield None
 
 
 def _queue_label(settings: Settings) -> str:
@@ -446,11 +510,17 @@ async def _consume(  # noqa: PLR0917 -- private; serve's pieces, passed on
     on_started: Callable[[Worker], None] | None,
 ) -> Report:
     caller = Caller(max_threads=settings.concurrency)
-    async with open_sqs(settings, pool=settings.poller_count + 16) as client:
+    async with (
+        open_sqs(settings, pool=settings.poller_count + 16) as client,
+        contextlib.AsyncExitStack() as stack,
+    ):
         info = await connect(settings, client)
         check_dead_letter_queue(settings, info)
         check_queue_kind(settings, info)
-        adapter = build_adapter(settings, info, caller, handler)
+        environments = await stack.enter_async_context(
+            lambda_environments(settings, info, metrics) if handler is None else _none()
+        )
+        adapter = build_adapter(settings, info, caller, handler, environments)
         worker = Worker(
             settings,
             client=client,

@@ -11,7 +11,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 processor = SqsFifoPartialProcessor()
 FAILED_ONCE: set = set()  # module state survives between invocations, as in a warm Lambda
-HANDLED: list = []
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -21,7 +20,7 @@ def record_handler(record: SQSRecord) -> None:
     if item.get("flaky") and key not in FAILED_ONCE:
         FAILED_ONCE.add(key)
         raise RuntimeError(f"transient failure on {key}")
-    HANDLED.append(key)
+    print(f"handled {item['group']} {item['n']}")
 
 
 def lambda_handler(event: dict, context: LambdaContext) -> dict:

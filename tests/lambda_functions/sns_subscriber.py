@@ -3,8 +3,6 @@
 import json
 import os
 
-PROCESSED = []
-
 
 def lambda_handler(event, context):
     failures = []
@@ -14,13 +12,12 @@ def lambda_handler(event, context):
             order = json.loads(envelope["Message"])
             if order["amount"] <= 0:
                 raise ValueError("amount must be positive")
-            PROCESSED.append(
-                {
-                    "order_id": order["order_id"],
-                    "topic": envelope["TopicArn"],
-                    "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
-                }
-            )
+            processed = {
+                "order_id": order["order_id"],
+                "topic": envelope["TopicArn"],
+                "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
+            }
+            print("processed", json.dumps(processed))
         except Exception:
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}

@@ -1,0 +1,483 @@
+"""Lambda handlers in execution environments: one invocation per process at a time, as on Lambda.
+
+The functions here are files in a task root, run unmodified under AWS's runtime interface client
+(or a custom runtime's ``bootstrap``) by ``worker run`` as users run it. What each function did
+is read from a file it appends to (environments are other processes) and from what the worker
+printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    REGION,
+    ROOT,
+    Queues,
+    depth,
+    drain,
+    eventually,
+    make_queues,
+    running_worker,
+    send,
+)
+from tests.test_lambda_parity import send_batched
+from worker.config import HandlerType
+from worker.outcome import FailureReason
+
+# One line per record handled: "<request id> <message id> <body>".
+RECORDER = """
+import os
+
+def record(context, record, note=""):
+    with open(os.environ["RECORD_FILE"], "a") as out:
+        out.write(f"{context.aws_request_id} {record['messageId']} {record['body']} {note}\\n")
+"""
+
+POWERTOOLS_SYNC = """
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor, EventType, process_partial_response,
+)
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from pydantic import BaseModel, Json
+
+from recorder import record as write_record
+
+class Order(BaseModel):
+    order_id: str
+    amount: int
+
+class OrderRecord(SqsRecordModel):
+    body: Json[Order]
+
+processor = BatchProcessor(event_type=EventType.SQS, model=OrderRecord)
+CONTEXT = None
+
+def record_handler(record: OrderRecord) -> None:
+    print(f"processing {record.messageId}")
+    write_record(CONTEXT, {"messageId": record.messageId, "body": record.body.order_id})
+
+def lambda_handler(event, context):
+    global CONTEXT
+    CONTEXT = context
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+"""
+
+POWERTOOLS_ASYNC = """
+import asyncio
+
+from aws_lambda_powertools.utilities.batch import (
+    AsyncBatchProcessor, EventType, async_process_partial_response,
+)
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from pydantic import BaseModel, Json
+
+from recorder import record as write_record
+
+class Order(BaseModel):
+    order_id: str
+    amount: int
+
+class OrderRecord(SqsRecordModel):
+    body: Json[Order]
+
+processor = AsyncBatchProcessor(event_type=EventType.SQS, model=OrderRecord)
+CONTEXT = None
+
+async def record_handler(record: OrderRecord) -> None:
+    await asyncio.sleep(0)
+    print(f"processing {record.messageId}")
+    write_record(CONTEXT, {"messageId": record.messageId, "body": record.body.order_id})
+
+def lambda_handler(event, context):
+    global CONTEXT
+    CONTEXT = context
+    return async_process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+"""
+
+# What each body asks of the function; "ok" bodies are recorded.
+MISBEHAVING = """
+import ctypes, datetime, os, time
+
+from recorder import record
+
+def handler(event, context):
+    for item in event["Records"]:
+        body = item["body"]
+        if body.startswith("sleep"):
+            time.sleep(60)
+        elif body.startswith("exit"):
+            os._exit(1)
+        elif body.startswith("segfault"):
+            ctypes.string_at(0)
+        elif body.startswith("memory"):
+            raise MemoryError()
+        elif body.startswith("datetime"):
+            return {"when": datetime.datetime.now()}
+        elif body.startswith("huge"):
+            return {"padding": "x" * (6 * 1024 * 1024 + 1)}
+        record(context, item, note=str(os.getpid()))
+    return None
+"""
+
+
+def task_root(tmp_path: Path, **modules: str) -> Path:
+    """A directory of function files, as a deployment package unpacks."""
+    root = tmp_path / "task"
+    root.mkdir(exist_ok=True)
+    (root / "recorder.py").write_text(RECORDER)
+    for name, text in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(text))
+    return root
+
+
+def records(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split(" ") for line in path.read_text().splitlines() if line]
+
+
+async def run_worker(
+    queues: Queues, root: Path, handler: str, record_file: Path, **settings: str
+) -> tuple[int, str, str]:
+    """``worker run`` until the queue is idle; (exit code, stdout, stderr)."""
+    env = {
+        **os.environ,
+        "AWS_REGION": REGION,
+        "RECORD_FILE": str(record_file),
+        "WORKER_QUEUE_URL": queues.queue_url,
+        "WORKER_ENDPOINT_URL": queues.endpoint_url,
+        "WORKER_HANDLER_TYPE": "lambda",
+        "WORKER_HANDLER": handler,
+        "WORKER_HANDLER_PATH": str(root),
+        "WORKER_SNS_ENVELOPE": "raw",
+        "WORKER_WAIT_TIME_SECONDS": "1",
+        "WORKER_BACKOFF_BASE_SECONDS": "0.1",
+        "WORKER_BACKOFF_MAX_SECONDS": "0.1",
+        "WORKER_HTTP_PORT": "0",
+        "WORKER_LOG_FORMAT": "json",
+        "WORKER_EXIT_WHEN_IDLE": "3",
+        **{f"WORKER_{name.upper()}": value for name, value in settings.items()},
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        "run",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 150)
+    except TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+        raise AssertionError(f"worker still running after 150 s: {err.decode()[-2000:]}") from None
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def events(stderr: str, name: str) -> list[dict[str, object]]:
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            entry = json.loads(line)
+            if entry.get("event") == name:
+                found.append(entry)
+    return found
+
+
+class TestPowertoolsAtDefaultConcurrency:
+    """Module-level Powertools processors, 300 messages, a third invalid: every one ends as on
+    Lambda, and no line carries another invocation's request id."""
+
+    @pytest.mark.parametrize(
+        "module",
+        [pytest.param(POWERTOOLS_SYNC, id="sync"), pytest.param(POWERTOOLS_ASYNC, id="async")],
+    )
+    async def test_every_message_ends_as_on_lambda(
+        self, atomic_moto_endpoint: str, tmp_path: Path, module: str
+    ) -> None:
+        queues = await make_queues(atomic_moto_endpoint, max_receive_count=3)
+        bodies = [
+            json.dumps({"order_id": f"o-{n}", "amount": n})
+            if n % 3
+            else json.dumps({"order_id": f"o-{n}", "amount": "not a number"})
+            for n in range(300)
+        ]
+        await send_batched(queues, bodies)
+        root = task_root(tmp_path, orders=module)
+        record_file = tmp_path / "records.txt"
+
+        code, out, err = await run_worker(
+            queues, root, "orders.lambda_handler", record_file, exit_when_idle="4"
+        )
+
+        assert code == 0, err[-3000:]
+        handled = records(record_file)
+        valid = {f"o-{n}" for n in range(300) if n % 3}
+        assert Counter(order for _, _, order, _ in handled) == dict.fromkeys(valid, 1)
+        assert await depth(queues, queues.queue_url) == (0, 0)
+        dead = await drain(queues, queues.dlq_url, expect=100, timeout=20)
+        assert sorted(json.loads(m["Body"])["order_id"] for m in dead) == sorted(
+            f"o-{n}" for n in range(300) if n % 3 == 0
+        )
+        assert all(int(m["Attributes"]["ApproximateReceiveCount"]) >= 3 for m in dead)
+        # Each printed line is tagged with the request id of the invocation that printed it.
+        invocation_of = {message_id: request_id for request_id, message_id, _, _ in handled}
+        printed = re.findall(r"^\S+\t(\S+)\tprocessing (\S+)$", out, flags=re.MULTILINE)
+        assert len(printed) == len(handled)
+        assert all(invocation_of[message_id] == request for request, message_id in printed)
+        reports = events(err, "lambda.report")
+        assert {entry["request_id"] for entry in reports} >= set(invocation_of.values())
+        assert len(events(err, "lambda.init")) <= 10  # at most WORKER_CONCURRENCY environments
+
+
+class TestEnvironmentsFailAsOnLambda:
+    """Timeouts, exits, crashes and memory errors fail their batch; the worker goes on."""
+
+    @pytest.mark.parametrize(
+        ("body", "error_type", "cause"),
+        [
+            pytest.param("sleep", "Sandbox.Timedout", "timeout", id="timeout"),
+            pytest.param("exit", "Runtime.ExitError", "exit", id="os-exit"),
+            pytest.param("segfault", "Runtime.ExitError", "exit", id="segfault"),
+            pytest.param("memory", "MemoryError", None, id="memory-error"),
+            pytest.param("datetime", "Runtime.MarshalError", None, id="datetime-response"),
+            pytest.param("huge", "Function.ResponseSizeTooLarge", None, id="response-over-6mb"),
+        ],
+    )
+    async def test_bad_batch_fails_worker_goes_on(
+        self, queues: Queues, tmp_path: Path, body: str, error_type: str, cause: str | None
+    ) -> None:
+        root = task_root(tmp_path, misbehaving=MISBEHAVING)
+        record_file = tmp_path / "records.txt"
+        os.environ["RECORD_FILE"] = str(record_file)
+        settings = queues.settings(
+            handler_type=HandlerType.LAMBDA,
+            handler="misbehaving.handler",
+            handler_path=root,
+            sns_envelope="raw",
+            batch_size=1,
+            concurrency=2,
+            max_processing_seconds=2,
+        )
+        async with running_worker(settings) as running:
+            await send(queues, f"{body}-1")
+            await eventually(
+                lambda: running.worker.runner.failures[_reason(error_type)] >= 1, timeout=30
+            )
+            await send(queues, "ok-1", "ok-2")
+            await eventually(lambda: len(records(record_file)) >= 2, timeout=30)
+            registry = running.worker.metrics.registry
+        assert running.report.failed >= 1
+        assert running.worker.capacity.in_use == 0  # every slot given back
+        assert sorted(body for _, _, body, _ in records(record_file)) == ["ok-1", "ok-2"]
+        if cause is not None:
+            replaced = registry.get_sample_value(
+                "worker_lambda_environments_replaced_total",
+                {"queue": queues.queue_name, "cause": cause},
+            )
+            assert replaced is not None
+            assert replaced >= 1
+
+
+def _reason(error_type: str) -> FailureReason:
+    return (
+        FailureReason.TIMEOUT if error_type == "Sandbox.Timedout" else FailureReason.HANDLER_ERROR
+    )
+
+
+class TestLoading:
+    """The function is loaded as Lambda loads it, in its own process."""
+
+    async def test_a_module_named_worker(self, queues: Queues, tmp_path: Path) -> None:
+        root = task_root(
+            tmp_path,
+            worker="""
+            from recorder import record
+
+            def handler(event, context):
+                for item in event["Records"]:
+                    record(context, item)
+            """,
+        )
+        record_file = tmp_path / "records.txt"
+        await send(queues, "hello")
+        code, _, err = await run_worker(queues, root, "worker.handler", record_file)
+        assert code == 0, err[-2000:]
+        assert [body for _, _, body, _ in records(record_file)] == ["hello"]
+
+    async def test_a_function_that_cannot_load_stops_start_up(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        root = task_root(tmp_path, broken="import no_such_module\n")
+        code, _, err = await run_worker(queues, root, "broken.handler", tmp_path / "r.txt")
+        assert code == 2
+        assert "Runtime.ImportModuleError" in err
+        assert "Traceback" not in err.split("Runtime.ImportModuleError")[0]
+
+    async def test_module_state_stays_per_environment(self, queues: Queues, tmp_path: Path) -> None:
+        root = task_root(
+            tmp_path,
+            counter="""
+            import os
+            from recorder import record
+
+            CALLS = 0
+
+            def handler(event, context):
+                global CALLS
+                CALLS += 1
+                for item in event["Records"]:
+                    record(context, item, note=f"{os.getpid()}:{CALLS}")
+            """,
+        )
+        record_file = tmp_path / "records.txt"
+        await send(queues, *(f"m-{n}" for n in range(6)))
+        code, _, err = await run_worker(
+            queues, root, "counter.handler", record_file, batch_size="1", concurrency="1"
+        )
+        assert code == 0, err[-2000:]
+        notes = [note for _, _, _, note in records(record_file)]
+        # One environment (concurrency 1), warm: its module state counts every invocation.
+        assert len({note.split(":")[0] for note in notes}) == 1
+        assert sorted(int(note.split(":")[1]) for note in notes) == list(range(1, 7))
+
+
+SHELL_BOOTSTRAP = r"""#!/bin/sh
+# A custom runtime in shell: Lambda's OS-only contract, with partial batch responses.
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+FIELDS='"messageId": "[^"]*", "receiptHandle": "[^"]*", "body": "[^"]*"'
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT="$(curl -sS -D "$HEADERS" "$API/invocation/next")"
+  REQUEST_ID="$(grep -i '^Lambda-Runtime-Aws-Request-Id:' "$HEADERS" | cut -d' ' -f2 | tr -d '\r')"
+  FAILURES=""
+  for RECORD in $(printf '%s' "$EVENT" | grep -o "$FIELDS" | tr ' ' '~'); do
+    ID="$(printf '%s' "$RECORD" | sed 's/^"messageId":~"\([^"]*\)".*/\1/')"
+    BODY="$(printf '%s' "$RECORD" | sed 's/.*"body":~"\([^"]*\)"$/\1/')"
+    echo "handling $BODY"
+    case "$BODY" in
+      bad*) FAILURES="${FAILURES:+$FAILURES,}{\"itemIdentifier\": \"$ID\"}" ;;
+      *) echo "$REQUEST_ID $ID $BODY $_HANDLER" >> "$RECORD_FILE" ;;
+    esac
+  done
+  curl -sS -o /dev/null -X POST "$API/invocation/$REQUEST_ID/response" \
+    -d "{\"batchItemFailures\": [$FAILURES]}"
+done
+"""
+
+
+class TestCustomRuntimes:
+    """Any runtime through the same API: Lambda's ``provided`` contract."""
+
+    async def test_shell_bootstrap_with_partial_batch_response(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        root = tmp_path / "task"
+        root.mkdir()
+        bootstrap = root / "bootstrap"
+        bootstrap.write_text(SHELL_BOOTSTRAP)
+        bootstrap.chmod(0o755)
+        record_file = tmp_path / "records.txt"
+        await send(queues, "good-1", "bad-1", "good-2")
+        code, out, err = await run_worker(
+            queues, root, "function.handler", record_file, lambda_runtime="provided"
+        )
+        assert code == 0, err[-2000:]
+        handled = records(record_file)
+        assert sorted(body for _, _, body, _ in handled) == ["good-1", "good-2"]
+        assert {handler for _, _, _, handler in handled} == {"function.handler"}
+        dead = await drain(queues, queues.dlq_url, expect=1)
+        assert [m["Body"] for m in dead] == ["bad-1"]
+        # The shell's own output is tagged with the request id of its invocation.
+        for request_id, _, body, _ in handled:
+            assert f"\t{request_id}\thandling {body}" in out
+
+    async def test_missing_bootstrap_is_a_configuration_error(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        code, _, err = await run_worker(
+            queues, tmp_path, "function.handler", tmp_path / "r.txt", lambda_runtime="provided"
+        )
+        assert code == 2
+        assert "no executable bootstrap" in err
+
+
+class TestEnvironmentsEndWithTheWorker:
+    """No environment outlives the worker, even one killed with SIGKILL."""
+
+    async def test_sigkill_of_the_worker_ends_its_environments(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        root = task_root(
+            tmp_path,
+            slow="""
+            import os, time
+            from recorder import record
+
+            def handler(event, context):
+                for item in event["Records"]:
+                    record(context, item, note=str(os.getpid()))
+                time.sleep(60)
+            """,
+        )
+        record_file = tmp_path / "records.txt"
+        await send(queues, "one")
+        env = {
+            **os.environ,
+            "AWS_REGION": REGION,
+            "RECORD_FILE": str(record_file),
+            "WORKER_QUEUE_URL": queues.queue_url,
+            "WORKER_ENDPOINT_URL": queues.endpoint_url,
+            "WORKER_HANDLER_TYPE": "lambda",
+            "WORKER_HANDLER": "slow.handler",
+            "WORKER_HANDLER_PATH": str(root),
+            "WORKER_HTTP_PORT": "0",
+            "WORKER_WAIT_TIME_SECONDS": "1",
+            "WORKER_CONCURRENCY": "2",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker",
+            "run",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+        )
+        try:
+            await eventually(lambda: len(records(record_file)) == 1, timeout=30)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        busy = int(records(record_file)[0][3])
+        await eventually(lambda: not _alive(busy), timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "State:\tZ" in status.read_text())

@@ -1,0 +1,576 @@
+"""Execution environments: the function runs as on Lambda, one invocation at a time per process.
+
+Lambda never calls a function from two threads of one process: concurrency means more
+execution environments, each a process that initialises the function once (module-level state,
+clients, Powertools' processor) and then handles one invocation after another. Code written for
+Lambda counts on that, so the worker does the same:
+
+- an environment is a process running the function under a runtime interface client (AWS's
+  ``awslambdaric`` for Python; any executable ``bootstrap`` for ``provided``, Lambda's OS-only
+  runtime) against its own :class:`~worker.lambda_runtime_api.RuntimeApi` on loopback;
+- environments start on demand, up to one per handler slot (``WORKER_CONCURRENCY``), and stay
+  warm until the worker stops; an idle one takes the next batch;
+- at the deadline an environment is killed and replaced, its batch failed as a timeout; one that
+  exits or is killed mid-invocation (``os._exit``, a segmentation fault, the memory limit) fails
+  its batch with ``Runtime.ExitError`` and is replaced; the worker goes on;
+- each line an environment writes reaches the worker's standard output with the request id of
+  the invocation it belongs to (:mod:`worker.lambda_logs`), framed by START, END and REPORT.
+
+Environments die with the worker: the kernel kills each one when the worker's process ends
+(``PR_SET_PDEATHSIG`` on Linux), SIGKILL included, and each runs in its own process group so
+that killing it takes whatever it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from worker.config import LambdaRuntime, Settings
+from worker.errors import ConfigurationError
+from worker.lambda_env import FunctionIdentity, lambda_environment
+from worker.lambda_invocation import FunctionError, FunctionResponse, InvocationRequest, Result
+from worker.lambda_logs import LineForwarder, OutputFormat
+from worker.lambda_runtime_api import RuntimeApi
+
+if TYPE_CHECKING:
+    from asyncio.subprocess import Process
+
+log = structlog.get_logger("worker.lambda")
+
+_KILL_GRACE_SECONDS = 0.5  # SIGTERM, then SIGKILL, when the worker stops
+_READ_CHUNK = 64 * 1024
+REPLACE_CAUSES = ("timeout", "exit", "init_error")
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """How to start an environment: the command, where, with which variables and limits."""
+
+    command: tuple[str, ...]
+    task_root: Path
+    environment: Mapping[str, str]
+    function_arn: str
+    memory_limit_mb: int  # reported as Lambda's Memory Size; enforced when ``enforce_memory``
+    enforce_memory: bool = False
+    output: OutputFormat = OutputFormat.TEXT
+    version: str = "$LATEST"
+
+
+class EnvironmentMetrics:
+    """What operators watch of the environments: how many, how busy, how often replaced."""
+
+    def __init__(self, registry: CollectorRegistry, *, queue: str) -> None:
+        gauge = Gauge(
+            "worker_lambda_environments",
+            "Lambda execution environments by state (busy: running an invocation; idle: warm).",
+            ["queue", "state"],
+            registry=registry,
+        )
+        self.busy = gauge.labels(queue, "busy")
+        self.idle = gauge.labels(queue, "idle")
+        self.started = Counter(
+            "worker_lambda_environments_started_total",
+            "Execution environments started (cold starts).",
+            ["queue"],
+            registry=registry,
+        ).labels(queue)
+        replaced = Counter(
+            "worker_lambda_environments_replaced_total",
+            "Execution environments killed or lost and replaced, by cause.",
+            ["queue", "cause"],
+            registry=registry,
+        )
+        self.replaced = {cause: replaced.labels(queue, cause) for cause in REPLACE_CAUSES}
+        self.init_duration = Histogram(
+            "worker_lambda_init_duration_seconds",
+            "Time from an environment's start to its first request for an event.",
+            ["queue"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        ).labels(queue)
+
+
+class Environment:
+    """One process running the function, and the Runtime API it talks to."""
+
+    def __init__(self, spec: EnvironmentSpec, number: int, forwarder: LineForwarder) -> None:
+        self.spec = spec
+        self.number = number
+        self._forwarder = forwarder
+        self.api: RuntimeApi | None = None
+        self.process: Process | None = None
+        self.request_id: str | None = None  # the invocation running now, for its log lines
+        self.init_seconds: float | None = None  # reported once, on the first invocation
+        self._readers: list[asyncio.Task[None]] = []
+        self._exited: asyncio.Task[int] | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self._exited is not None and not self._exited.done()
+
+    async def start(self) -> None:
+        """Start the process against a new Runtime API; returns once it is spawned."""
+        self.api = RuntimeApi()
+        address = await self.api.start()
+        variables = {**self.spec.environment, "AWS_LAMBDA_RUNTIME_API": address}
+        started = time.monotonic()
+        self.process = await asyncio.create_subprocess_exec(
+            *self.spec.command,
+            cwd=self.spec.task_root,
+            env=variables,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_dies_with(os.getpid(), self.spec),
+        )
+        self._started = started
+        self._readers = [
+            asyncio.create_task(self._forward(stream))
+            for stream in (self.process.stdout, self.process.stderr)
+            if stream is not None  # both are pipes
+        ]
+        self._exited = asyncio.create_task(self.process.wait())
+
+    async def initialise(self, deadline: float) -> FunctionError | None:
+        """Wait until the function is ready for events; the error if it cannot be."""
+        api, exited = self._parts()
+        outcome = await _first_of(api.initialised, exited, deadline)
+        if outcome is api.initialised:
+            error = api.initialised.result()
+            if error is None:
+                self.init_seconds = time.monotonic() - self._started
+                return None
+            await self.kill()
+            return error
+        if outcome is exited:
+            await self._drain_output()
+            return FunctionError(
+                "Runtime.ExitError",
+                f"Runtime exited without providing a reason ({_exit_status(exited)})",
+            )
+        await self.kill()
+        return FunctionError("Runtime.InitError", "the function did not initialise in time")
+
+    async def invoke(self, request: InvocationRequest, deadline: float) -> tuple[Result, str]:
+        """Run one invocation until ``deadline``; the result and, on failure, the cause."""
+        api, exited = self._parts()
+        self.request_id = request.request_id
+        invoked = time.monotonic()
+        answer = api.invoke(request)
+        try:
+            outcome = await _first_of(answer, exited, deadline)
+        except asyncio.CancelledError:
+            # The worker stops and ran out of time: the invocation cannot finish. Kill it.
+            await self.kill()
+            raise
+        finally:
+            self.request_id = None
+        if outcome is answer:
+            return answer.result(), ""
+        if outcome is exited:
+            await self._drain_output()
+            status = _exit_status(exited)
+            return (
+                FunctionError(
+                    "Runtime.ExitError",
+                    f"RequestId: {request.request_id} Error: Runtime exited with error: {status}",
+                ),
+                "exit",
+            )
+        await self.kill()
+        return (
+            FunctionError(
+                "Sandbox.Timedout",
+                f"RequestId: {request.request_id} Error: Task timed out after "
+                f"{time.monotonic() - invoked:.2f} seconds",
+            ),
+            "timeout",
+        )
+
+    def _parts(self) -> tuple[RuntimeApi, asyncio.Task[int]]:
+        if self.api is None or self._exited is None:
+            raise RuntimeError("the environment was not started")
+        return self.api, self._exited
+
+    def max_memory_mb(self) -> int | None:
+        """The process's peak resident memory (VmHWM), where the OS tells it."""
+        if self.process is None:
+            return None
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="ascii")
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+        return None
+
+    async def kill(self, grace: float = 0.0) -> None:
+        """End the process and everything it started; close its Runtime API."""
+        process = self.process
+        if process is not None and process.returncode is None:
+            if grace > 0:
+                _signal_group(process.pid, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(process.wait()), grace)
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+        if self.api is not None:
+            await self.api.close()
+        await self._drain_output()
+
+    async def _drain_output(self) -> None:
+        """Let the readers forward what the process wrote before it ended."""
+        if self._readers:
+            await asyncio.wait(self._readers, timeout=1.0)
+            for reader in self._readers:
+                reader.cancel()
+            await asyncio.gather(*self._readers, return_exceptions=True)
+            self._readers = []
+
+    async def _forward(self, stream: asyncio.StreamReader) -> None:
+        """Forward the process's output, line by line, tagged with the running request id."""
+        pending = b""
+        while chunk := await stream.read(_READ_CHUNK):
+            pending += chunk
+            # Lambda's runtimes end the lines of one multi-line entry with "\r": a line each.
+            *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+            for line in lines:
+                self._forwarder.line(line, self.request_id)
+            if len(pending) > _READ_CHUNK:  # a line that never ends is cut, not hoarded
+                self._forwarder.line(pending, self.request_id)
+                pending = b""
+        if pending:
+            self._forwarder.line(pending, self.request_id)
+
+
+class EnvironmentPool:
+    """Up to ``size`` environments of one function; an invocation takes an idle one or a new one.
+
+    The runner starts at most ``WORKER_CONCURRENCY`` handler calls at once, so at most that many
+    environments exist; none is shared by two invocations.
+    """
+
+    def __init__(
+        self,
+        spec: EnvironmentSpec,
+        *,
+        size: int,
+        metrics: EnvironmentMetrics,
+        forwarder: LineForwarder | None = None,
+    ) -> None:
+        self.spec = spec
+        self.size = size
+        self.metrics = metrics
+        self._forwarder = forwarder or LineForwarder(spec.output)
+        self._idle: list[Environment] = []
+        self._busy: set[Environment] = set()
+        self._numbers = 0
+        self._closed = False
+
+    @property
+    def busy(self) -> int:
+        """Environments running an invocation."""
+        return len(self._busy)
+
+    @property
+    def idle(self) -> int:
+        """Warm environments waiting for an invocation."""
+        return len(self._idle)
+
+    async def warm_up(self, seconds: float) -> FunctionError | None:
+        """Start one environment and initialise it: a function that cannot load says so now."""
+        environment = await self._start()
+        error = await environment.initialise(time.monotonic() + seconds)
+        if error is not None:
+            self.metrics.replaced["init_error"].inc()
+            return error
+        self._log_init(environment)
+        self._idle.append(environment)
+        self._count()
+        return None
+
+    async def invoke(self, event: bytes, deadline: float) -> Result:
+        """Run one invocation of the function on ``event`` until ``deadline`` (monotonic)."""
+        request = InvocationRequest(
+            request_id=str(uuid.uuid4()),
+            event=event,
+            deadline_ms=int((time.time() + deadline - time.monotonic()) * 1000),
+            function_arn=self.spec.function_arn,
+            trace_id=_trace_id(),
+        )
+        started = time.monotonic()
+        log.info("lambda.start", request_id=request.request_id, version=self.spec.version)
+        environment, cold_error = await self._take(deadline)
+        if environment is None:
+            assert cold_error is not None  # noqa: S101 -- one or the other
+            self._report(request.request_id, started, None, cold_error, status="error")
+            return cold_error
+        init_seconds, environment.init_seconds = environment.init_seconds, None
+        cause = ""
+        try:
+            result, cause = await environment.invoke(request, deadline)
+        finally:
+            self._busy.discard(environment)
+            if environment.alive and not cause and not self._closed:
+                self._idle.append(environment)
+            else:
+                await environment.kill()
+                if cause:
+                    self.metrics.replaced[cause].inc()
+            self._count()
+        status = "success" if isinstance(result, FunctionResponse) else "error"
+        if cause == "timeout":
+            status = "timeout"
+        self._report(
+            request.request_id,
+            started,
+            environment,
+            result,
+            status=status,
+            init_seconds=init_seconds,
+        )
+        return result
+
+    async def close(self, grace: float = _KILL_GRACE_SECONDS) -> None:
+        """Stop every environment: SIGTERM, then SIGKILL after ``grace`` seconds."""
+        self._closed = True
+        environments = [*self._idle, *self._busy]
+        self._idle.clear()
+        await asyncio.gather(
+            *(environment.kill(grace) for environment in environments), return_exceptions=True
+        )
+        self._count()
+
+    async def _take(self, deadline: float) -> tuple[Environment | None, FunctionError | None]:
+        """An initialised environment for one invocation: a warm one, or a cold start."""
+        while self._idle:
+            environment = self._idle.pop()
+            if environment.alive:
+                self._busy.add(environment)
+                self._count()
+                return environment, None
+            self.metrics.replaced["exit"].inc()  # died while idle
+            await environment.kill()
+        environment = await self._start()
+        self._busy.add(environment)
+        self._count()
+        error = await environment.initialise(deadline)
+        if error is not None:
+            self._busy.discard(environment)
+            self._count()
+            self.metrics.replaced["init_error"].inc()
+            log.warning(
+                "lambda.init_failed", error_type=error.error_type, error=error.error_message
+            )
+            return None, FunctionError(
+                "Runtime.InitError", f"{error.error_type}: {error.error_message}"
+            )
+        self._log_init(environment)
+        return environment, None
+
+    async def _start(self) -> Environment:
+        self._numbers += 1
+        environment = Environment(self.spec, self._numbers, self._forwarder)
+        await environment.start()
+        self.metrics.started.inc()
+        return environment
+
+    def _log_init(self, environment: Environment) -> None:
+        if environment.init_seconds is not None:
+            self.metrics.init_duration.observe(environment.init_seconds)
+            log.info(
+                "lambda.init",
+                environment=environment.number,
+                init_duration_ms=round(environment.init_seconds * 1000, 2),
+            )
+
+    def _count(self) -> None:
+        self.metrics.busy.set(len(self._busy))
+        self.metrics.idle.set(len(self._idle))
+
+    def _report(
+        self,
+        request_id: str,
+        started: float,
+        environment: Environment | None,
+        result: Result,
+        *,
+        status: str,
+        init_seconds: float | None = None,
+    ) -> None:
+        """Lambda's END and REPORT lines, as structured events."""
+        duration_ms = (time.monotonic() - started) * 1000
+        log.info("lambda.end", request_id=request_id)
+        fields: dict[str, object] = {
+            "request_id": request_id,
+            "duration_ms": round(duration_ms, 2),
+            "billed_duration_ms": int(-(-duration_ms // 1)),
+            "memory_size_mb": self.spec.memory_limit_mb,
+            "status": status,
+        }
+        peak = environment.max_memory_mb() if environment is not None else None
+        if peak is not None:
+            fields["max_memory_used_mb"] = peak
+        if init_seconds is not None:
+            fields["init_duration_ms"] = round(init_seconds * 1000, 2)
+        if isinstance(result, FunctionError):
+            fields["error_type"] = result.error_type
+        log.info("lambda.report", **fields)
+
+
+def _trace_id() -> str:
+    """An X-Ray trace header of the form Lambda sends (not sampled: nothing records it)."""
+    root = f"1-{int(time.time()):08x}-{secrets.token_hex(12)}"
+    return f"Root={root};Parent={secrets.token_hex(8)};Sampled=0"
+
+
+async def _first_of(
+    first: asyncio.Future[object] | asyncio.Future[Result] | asyncio.Future[FunctionError | None],
+    exited: asyncio.Task[int],
+    deadline: float,
+) -> object | None:
+    """Which of ``first`` and ``exited`` is done first, or ``None`` at the deadline.
+
+    An answer that arrived together with the exit counts: the function answered, then its
+    process ended (a runtime that exits after its last response).
+    """
+    waiting: set[asyncio.Future[object]] = {first, exited}  # type: ignore[arg-type]
+    await asyncio.wait(
+        waiting,
+        timeout=max(0.0, deadline - time.monotonic()),
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    if first.done():
+        return first
+    if exited.done():
+        return exited
+    return None
+
+
+def _exit_status(exited: asyncio.Task[int]) -> str:
+    code = exited.result()
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"signal: {_SIGNAL_WORDS.get(name, name)}"
+    return f"exit status {code}"
+
+
+# As Go's os/exec names them, which is how Lambda's messages read ("signal: killed").
+_SIGNAL_WORDS = {
+    "SIGKILL": "killed",
+    "SIGSEGV": "segmentation fault",
+    "SIGABRT": "aborted",
+    "SIGTERM": "terminated",
+    "SIGBUS": "bus error",
+    "SIGILL": "illegal instruction",
+    "SIGFPE": "floating point exception",
+}
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _dies_with(parent: int, spec: EnvironmentSpec) -> Callable[[], None] | None:
+    """What the child runs before exec: ask the kernel to kill it when the worker dies.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere an environment notices when its next
+    request to the Runtime API fails, and exits. The memory limit, where set, is applied here
+    too, as an address-space limit of ``memory_limit_mb`` plus room for the runtime's
+    reservations.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # noqa: PLC0415 -- Lambda handlers only
+    import resource  # noqa: PLC0415
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG
+    data_limit = spec.memory_limit_mb * 1024 * 1024 if spec.enforce_memory else None
+
+    def before_exec() -> None:
+        libc.prctl(set_parent_death_signal, signal.SIGKILL)
+        if os.getppid() != parent:  # the worker died before the line above took effect
+            os._exit(1)
+        if data_limit is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
+
+    return before_exec
+
+
+def environment_spec(
+    settings: Settings, identity: FunctionIdentity, environ: Mapping[str, str] | None = None
+) -> EnvironmentSpec:
+    """How this worker's function's environments start; a :class:`ConfigurationError` if not.
+
+    The environment's variables are the worker's own (the function's configuration and AWS
+    credentials come from the container, as a function's come from its configuration), less the
+    worker's ``WORKER_*`` settings, plus those the Lambda runtime sets.
+    """
+    source = os.environ if environ is None else environ
+    task_root = (settings.handler_path or Path.cwd()).resolve()
+    handler = settings.handler or ""
+    variables = {name: value for name, value in source.items() if not name.startswith("WORKER_")}
+    for name, value in lambda_environment(identity, handler=None, task_root=task_root).items():
+        variables.setdefault(name, value)
+    variables["LAMBDA_TASK_ROOT"] = str(task_root)
+    variables.setdefault("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+    if settings.lambda_runtime is LambdaRuntime.PROVIDED:
+        bootstrap = task_root / "bootstrap"
+        if not bootstrap.is_file() or not os.access(bootstrap, os.X_OK):
+            raise ConfigurationError(
+                [f"WORKER_LAMBDA_RUNTIME=provided: no executable bootstrap in {task_root}"]
+            )
+        command: tuple[str, ...] = (str(bootstrap),)
+        variables["_HANDLER"] = handler
+    else:
+        command = (sys.executable, "-m", "awslambdaric", _python_handler(handler))
+        variables["_HANDLER"] = command[-1]
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        variables.setdefault("AWS_EXECUTION_ENV", f"AWS_Lambda_python{version}")
+    return EnvironmentSpec(
+        command=command,
+        task_root=task_root,
+        environment=variables,
+        function_arn=identity.function_arn,
+        memory_limit_mb=identity.memory_limit_in_mb,
+        enforce_memory=settings.memory_limit_in_mb is not None,
+        output=OutputFormat.from_environment(variables.get("AWS_LAMBDA_LOG_FORMAT")),
+        version=identity.function_version,
+    )
+
+
+def _python_handler(handler: str) -> str:
+    """The handler as Lambda's Python runtime reads it: ``module.function``."""
+    if ":" not in handler:
+        return handler  # Lambda's own form, src/app.handler included
+    module, _, attribute = handler.partition(":")
+    if "." in attribute:
+        raise ConfigurationError(
+            [
+                f"WORKER_HANDLER={handler}: Lambda's Python runtime calls a module-level "
+                "function; name one (module.function)"
+            ]
+        )
+    return f"{module}.{attribute}"
