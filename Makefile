@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests use; installed when missing (sudo when not root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test lint typecheck unit rules tools deploy-check image-test demo bench clean
+.PHONY: all test lint typecheck unit rules tools node-ric deploy-check image-test demo bench clean
 
 all: test
 
@@ -38,7 +38,12 @@ rules: tools
 	promtool check rules config/alerts.yml
 	promtool test rules config/alerts_test.yml
 
-unit: $(STAMP) tools
+## AWS's Node.js runtime interface client, for the test that runs a Node.js function unchanged
+## (it builds native code: Debian's build tools are installed when missing).
+node-ric:
+	tests/node/setup-ric.sh
+
+unit: $(STAMP) tools node-ric
 	$(BIN)/pytest
 
 ## What users deploy, validated offline: the Dockerfile (hadolint, checkov), the Helm chart

@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from worker.config import Settings, env_name, load_settings
+from worker.lambda_environments import EnvironmentMetrics
 from worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,7 @@ class TestMetricReference:
     def test_every_metric_is_documented(self) -> None:
         registry = CollectorRegistry()
         Metrics(registry, queue="q")
+        EnvironmentMetrics(registry, queue="q")  # lambda handlers' execution environments
         suffix = {"counter": "_total", "info": "_info"}
         exported = {
             family.name + suffix.get(family.type, "")

@@ -386,6 +386,27 @@ done
 """
 
 
+NODE_FUNCTION = """
+import { appendFileSync } from "node:fs";
+
+export const handler = async (event, context) => {
+  const batchItemFailures = [];
+  for (const record of event.Records) {
+    console.log(`handling ${record.body}`);
+    if (record.body.startsWith("bad")) {
+      batchItemFailures.push({ itemIdentifier: record.messageId });
+    } else {
+      appendFileSync(
+        process.env.RECORD_FILE,
+        `${context.awsRequestId} ${record.messageId} ${record.body} node\\n`,
+      );
+    }
+  }
+  return { batchItemFailures };
+};
+"""
+
+
 class TestCustomRuntimes:
     """Any runtime through the same API: Lambda's ``provided`` contract."""
 
@@ -411,6 +432,31 @@ class TestCustomRuntimes:
         # The shell's own output is tagged with the request id of its invocation.
         for request_id, _, body, _ in handled:
             assert f"\t{request_id}\thandling {body}" in out
+
+    async def test_nodejs_function_through_aws_lambda_ric(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        ric = ROOT / ".tools" / "node-ric" / "node_modules" / "aws-lambda-ric" / "bin"
+        if not (ric / "index.mjs").exists():
+            pytest.fail("aws-lambda-ric is not installed: run `make node-ric`")
+        root = tmp_path / "task"
+        root.mkdir()
+        (root / "index.mjs").write_text(NODE_FUNCTION)
+        bootstrap = root / "bootstrap"
+        bootstrap.write_text(f'#!/bin/sh\nexec node {ric / "index.mjs"} "$_HANDLER"\n')
+        bootstrap.chmod(0o755)
+        record_file = tmp_path / "records.txt"
+        await send(queues, "good-1", "bad-1", "good-2")
+        code, out, err = await run_worker(
+            queues, root, "index.handler", record_file, lambda_runtime="provided"
+        )
+        assert code == 0, err[-2000:]
+        handled = records(record_file)
+        assert sorted(body for _, _, body, _ in handled) == ["good-1", "good-2"]
+        dead = await drain(queues, queues.dlq_url, expect=1)
+        assert [m["Body"] for m in dead] == ["bad-1"]
+        for request_id, _, body, _ in handled:  # console.log lines, as Node's runtime writes them
+            assert f"\t{request_id}\tINFO\thandling {body}" in out
 
     async def test_missing_bootstrap_is_a_configuration_error(
         self, queues: Queues, tmp_path: Path
@@ -481,3 +527,61 @@ def _alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/status")
     return not (status.exists() and "State:\tZ" in status.read_text())
+
+
+class TestLimits:
+    """The memory setting bounds each environment; shutdown keeps its promises."""
+
+    async def test_memory_limit_bounds_an_environment(
+        self, queues: Queues, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        root = task_root(
+            tmp_path,
+            hungry="""
+            from recorder import record
+
+            def handler(event, context):
+                for item in event["Records"]:
+                    if item["body"] == "big":
+                        hoard = bytearray(512 * 1024 * 1024)  # over the 256 MB setting
+                        del hoard
+                    record(context, item, note=context.memory_limit_in_mb)
+            """,
+        )
+        record_file = tmp_path / "records.txt"
+        monkeypatch.setenv("RECORD_FILE", str(record_file))
+        settings = queues.settings(
+            handler_type=HandlerType.LAMBDA,
+            handler="hungry.handler",
+            handler_path=root,
+            sns_envelope="raw",
+            batch_size=1,
+            memory_limit_in_mb=256,
+        )
+        async with running_worker(settings) as running:
+            await send(queues, "big")
+            await eventually(lambda: running.worker.runner.counts["failed"] >= 1, timeout=30)
+            await send(queues, "small")
+            await eventually(lambda: len(records(record_file)) >= 1, timeout=30)
+        assert [(body, note) for _, _, body, note in records(record_file)] == [("small", "256")]
+
+    async def test_shutdown_kills_what_outlasts_it_and_releases_its_messages(
+        self, queues: Queues, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        root = task_root(tmp_path, misbehaving=MISBEHAVING)
+        record_file = tmp_path / "records.txt"
+        monkeypatch.setenv("RECORD_FILE", str(record_file))
+        settings = queues.settings(
+            handler_type=HandlerType.LAMBDA,
+            handler="misbehaving.handler",
+            handler_path=root,
+            sns_envelope="raw",
+            shutdown_timeout=1,
+        )
+        async with running_worker(settings) as running:
+            await send(queues, "sleep-1")
+            await eventually(lambda: running.worker.runner.running == 1, timeout=30)
+            await asyncio.sleep(0.5)  # the invocation is under way in its environment
+        assert running.report.interrupted == 1
+        assert running.report.released == 1
+        assert await depth(queues, queues.queue_url) == (1, 0)  # back on the queue at once

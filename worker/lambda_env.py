@@ -1,9 +1,10 @@
 """The parts of the Lambda runtime's environment that functions commonly read.
 
 Functions and their libraries look at ``AWS_LAMBDA_FUNCTION_NAME`` and friends (loggers name the
-service with it, metrics libraries tag with it), often when they are imported. So the variables
-are set, where not already set, before the handler is imported. ``AWS_LAMBDA_RUNTIME_API`` is
-deliberately not set: libraries that see it try to talk to a runtime API that is not there.
+service with it, metrics libraries tag with it), often when they are imported. Execution
+environments (:mod:`worker.lambda_environments`) start with these variables set; a Python
+function called in the worker's own process (the embedding seam) gets them in the worker's
+environment, where not already set, before it is called.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ Lambda counts on that, so the worker does the same:
 - environments start on demand, up to one per handler slot (``WORKER_CONCURRENCY``), and stay
   warm until the worker stops; an idle one takes the next batch;
 - at the deadline an environment is killed and replaced, its batch failed as a timeout; one that
-  exits or is killed mid-invocation (``os._exit``, a segmentation fault, the memory limit) fails
-  its batch with ``Runtime.ExitError`` and is replaced; the worker goes on;
+  exits or is killed mid-invocation (``os._exit``, a segmentation fault, the kernel's OOM killer)
+  fails its batch with ``Runtime.ExitError`` and is replaced; the worker goes on;
 - each line an environment writes reaches the worker's standard output with the request id of
   the invocation it belongs to (:mod:`worker.lambda_logs`), framed by START, END and REPORT.
 
@@ -497,8 +497,8 @@ def _dies_with(parent: int, spec: EnvironmentSpec) -> Callable[[], None] | None:
 
     Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere an environment notices when its next
     request to the Runtime API fails, and exits. The memory limit, where set, is applied here
-    too, as an address-space limit of ``memory_limit_mb`` plus room for the runtime's
-    reservations.
+    too, as a data-segment limit (``RLIMIT_DATA``: heap and private mappings, not the address
+    space a runtime merely reserves), so that an allocation past it fails in the function.
     """
     if not sys.platform.startswith("linux"):
         return None
