@@ -294,6 +294,11 @@ class EnvironmentPool:
         """Warm environments waiting for an invocation."""
         return len(self._idle)
 
+    def environment_pids(self) -> list[int]:
+        """The process ids of the environments, idle ones first (for benchmarks and probes)."""
+        environments = [*self._idle, *self._busy]
+        return [e.process.pid for e in environments if e.process is not None]
+
     async def warm_up(self, seconds: float) -> FunctionError | None:
         """Start one environment and initialise it: a function that cannot load says so now."""
         environment = await self._start()
