@@ -112,6 +112,11 @@ SCENARIOS = [
 ]  # fmt: skip
 
 
+# The Lambda scenarios: their handler runs in execution environments (processes of their own)
+# from this release on, where the probe, built for one consumer process, cannot count it yet.
+_IN_ENVIRONMENTS = frozenset({"F10", "F100"})
+
+
 # --- the broker --------------------------------------------------------------------------------
 
 
@@ -821,7 +826,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     keys = [s.key for s in SCENARIOS]
-    parser.add_argument("--scenario", action="append", choices=keys, help="default: all")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=keys,
+        help="default: all but F10 and F100 (their handler now runs in Lambda execution "
+        "environments, other processes, where the probe cannot yet count it; "
+        "python -m bench.environments measures an environment's own cost)",
+    )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 if --quick)")
     parser.add_argument("--quick", action="store_true", help="fewer messages: a smoke test")
     parser.add_argument("--backlog", type=int, default=300, help="messages kept queued (300)")
@@ -853,7 +865,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]]]:
     """Start moto, run the scenarios, return every run."""
-    chosen = [s for s in SCENARIOS if not args.scenario or s.key in args.scenario]
+    chosen = [
+        s
+        for s in SCENARIOS
+        if (s.key in args.scenario if args.scenario else s.key not in _IN_ENVIRONMENTS)
+    ]
     chosen.sort(key=lambda s: s.messages)  # the long one (E) last: the others report sooner
     results: dict[str, list[tuple[Run, Run]]] = {}
     with (

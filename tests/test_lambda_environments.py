@@ -458,6 +458,18 @@ class TestCustomRuntimes:
         for request_id, _, body, _ in handled:  # console.log lines, as Node's runtime writes them
             assert f"\t{request_id}\tINFO\thandling {body}" in out
 
+    async def test_a_bootstrap_that_cannot_run_stops_start_up(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        (tmp_path / "bootstrap").write_text("#!/no/such/interpreter\n")
+        (tmp_path / "bootstrap").chmod(0o755)
+        code, _, err = await run_worker(
+            queues, tmp_path, "function.handler", tmp_path / "r.txt", lambda_runtime="provided"
+        )
+        assert code == 2
+        assert "Runtime.InvalidEntrypoint" in err
+        assert "Traceback" not in err
+
     async def test_missing_bootstrap_is_a_configuration_error(
         self, queues: Queues, tmp_path: Path
     ) -> None:

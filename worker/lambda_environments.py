@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -34,7 +35,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -117,6 +118,7 @@ class Environment:
         self.init_seconds: float | None = None  # reported once, on the first invocation
         self._readers: list[asyncio.Task[None]] = []
         self._exited: asyncio.Task[int] | None = None
+        self._started = 0.0
 
     @property
     def alive(self) -> bool:
@@ -128,18 +130,21 @@ class Environment:
         self.api = RuntimeApi()
         address = await self.api.start()
         variables = {**self.spec.environment, "AWS_LAMBDA_RUNTIME_API": address}
-        started = time.monotonic()
-        self.process = await asyncio.create_subprocess_exec(
-            *self.spec.command,
-            cwd=self.spec.task_root,
-            env=variables,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_dies_with(os.getpid(), self.spec),
-        )
-        self._started = started
+        self._started = time.monotonic()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.spec.command,
+                cwd=self.spec.task_root,
+                env=variables,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_dies_with(os.getpid(), self.spec),
+            )
+        except OSError:  # the entrypoint cannot be run: not executable, no interpreter...
+            await self.api.close()
+            raise
         self._readers = [
             asyncio.create_task(self._forward(stream))
             for stream in (self.process.stdout, self.process.stderr)
@@ -301,7 +306,10 @@ class EnvironmentPool:
 
     async def warm_up(self, seconds: float) -> FunctionError | None:
         """Start one environment and initialise it: a function that cannot load says so now."""
-        environment = await self._start()
+        try:
+            environment = await self._start()
+        except OSError as exc:
+            return _invalid_entrypoint(exc)
         error = await environment.initialise(time.monotonic() + seconds)
         if error is not None:
             self.metrics.replaced["init_error"].inc()
@@ -373,7 +381,10 @@ class EnvironmentPool:
                 return environment, None
             self.metrics.replaced["exit"].inc()  # died while idle
             await environment.kill()
-        environment = await self._start()
+        try:
+            environment = await self._start()
+        except OSError as exc:
+            return None, _invalid_entrypoint(exc)
         self._busy.add(environment)
         self._count()
         error = await environment.initialise(deadline)
@@ -440,6 +451,13 @@ class EnvironmentPool:
         log.info("lambda.report", **fields)
 
 
+def _invalid_entrypoint(exc: OSError) -> FunctionError:
+    """Lambda's error for a runtime that cannot be started."""
+    return FunctionError(
+        "Runtime.InvalidEntrypoint", f"{type(exc).__name__}: {exc.strerror or exc}"
+    )
+
+
 def _trace_id() -> str:
     """An X-Ray trace header of the form Lambda sends (not sampled: nothing records it)."""
     root = f"1-{int(time.time()):08x}-{secrets.token_hex(12)}"
@@ -497,6 +515,13 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+@functools.cache
+def _libc() -> Any:
+    import ctypes  # noqa: PLC0415 -- Lambda handlers only, on Linux
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _dies_with(parent: int, spec: EnvironmentSpec) -> Callable[[], None] | None:
     """What the child runs before exec: ask the kernel to kill it when the worker dies.
 
@@ -507,10 +532,9 @@ def _dies_with(parent: int, spec: EnvironmentSpec) -> Callable[[], None] | None:
     """
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes  # noqa: PLC0415 -- Lambda handlers only
-    import resource  # noqa: PLC0415
+    import resource  # noqa: PLC0415 -- Lambda handlers only
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     set_parent_death_signal = 1  # PR_SET_PDEATHSIG
     data_limit = spec.memory_limit_mb * 1024 * 1024 if spec.enforce_memory else None
 
