@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -298,6 +299,43 @@ class TestEndpoints:
             await asyncio.to_thread(prober.join)
         failing = next(json.loads(body) for status, body in seen if status == 503)
         assert failing["problems"][0].startswith("event loop blocked for")
+
+    async def test_event_loop_lag_is_scraped_while_the_loop_is_blocked(
+        self, queues: Queues
+    ) -> None:
+        lag_line = re.compile(r"^worker_event_loop_lag_seconds\{[^}]*\} (\S+)$", re.MULTILINE)
+        blocking = threading.Event()
+        stop = threading.Event()
+        seen: list[tuple[bool, float]] = []  # (scraped during the block, lag)
+
+        def scrape(port: int) -> None:
+            while not stop.is_set():
+                during = blocking.is_set()
+                match = lag_line.search(get(port, "/metrics")[2])
+                if match is not None:
+                    seen.append((during and blocking.is_set(), float(match.group(1))))
+                time.sleep(0.2)
+
+        async def blocks_the_loop(message: Message) -> None:
+            blocking.set()
+            time.sleep(4)  # noqa: ASYNC251 -- the very mistake the lag gauge must show
+            blocking.clear()
+
+        async with running_worker(queues.settings(), blocks_the_loop) as running:
+            assert running.worker.http_port is not None
+            scraper = threading.Thread(target=scrape, args=(running.worker.http_port,))
+            scraper.start()
+            await send(queues, "x")
+            try:
+                # Its heartbeat cannot run while the loop is blocked, yet the scrape sees it late.
+                await eventually(
+                    lambda: any(during and lag >= 1 for during, lag in seen), timeout=30
+                )
+                # Once the loop turns again, the lag is gone.
+                await eventually(lambda: not seen[-1][0] and seen[-1][1] < 1, timeout=20)
+            finally:
+                stop.set()
+                await asyncio.to_thread(scraper.join)
 
 
 class TestHealthcheckCommand:

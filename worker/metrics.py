@@ -178,7 +178,8 @@ class Metrics:
         )
         self.loop_lag = Gauge(
             "worker_event_loop_lag_seconds",
-            "How late the event loop's last heartbeat ran: a blocked loop shows here.",
+            "How far behind the event loop is at this scrape: time since its last one-second "
+            "heartbeat, beyond the second. A blocked loop shows here while it is blocked.",
             ["queue"],
             registry=registry,
         ).labels(*q)

@@ -428,7 +428,8 @@ async def serve(
     health = Health(loop_block_threshold=settings.liveness_threshold_seconds)
     server = StatusServer(settings.http_host, settings.http_port, metrics.registry, health)
     server.start()
-    beat = asyncio.create_task(heartbeat(health, metrics.loop_lag.set, 1.0), name="heartbeat")
+    metrics.loop_lag.set_function(health.loop_lag)  # computed at each scrape
+    beat = asyncio.create_task(heartbeat(health), name="heartbeat")
     try:
         return await _consume(settings, metrics, health, server.port, handler, on_started)
     finally:
