@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from tests.support import Queues, drain, eventually, make_queues, publish, running_worker, send
 from worker import Message, NonRetryableError, __version__
@@ -134,6 +135,34 @@ class TestLifecycle:
         assert (
             value(registry, "worker_queue_messages", queue=q, role="source", state="visible") == 0
         )
+
+    async def test_depth_says_when_it_was_last_read(self, queues: Queues) -> None:
+        registry = CollectorRegistry()
+        q, dlq = queues.queue_name, f"{queues.queue_name}-dlq"
+
+        def read_at(queue: str, role: str) -> float:
+            return value(
+                registry, "worker_queue_depth_last_read_timestamp_seconds", queue=queue, role=role
+            )
+
+        await send(queues, "waiting")
+        # No periodic reads: the test reads the depth itself, so that nothing races it.
+        settings = queues.settings(depth_interval_seconds=0)
+        async with running_worker(settings, succeed, registry) as running:
+            before = time.time()
+            await running.worker.depth.refresh()
+            first = read_at(dlq, "dlq")
+            assert first >= before
+            assert read_at(q, "source") >= before
+            async with open_sqs(queues.settings()) as sqs:
+                await sqs.delete_queue(QueueUrl=queues.dlq_url)
+            again = time.time()
+            with capture_logs() as logs:
+                await running.worker.depth.refresh()
+            assert [e["queue"] for e in logs if e["event"] == "sqs.depth_failed"] == [dlq]
+            # The DLQ's gauges keep their last values; their read time says how old they are.
+            assert read_at(dlq, "dlq") == first
+            assert read_at(q, "source") >= again
 
     async def test_timeout_non_retryable_and_malformed(self, queues: Queues) -> None:
         registry = CollectorRegistry()

@@ -176,6 +176,14 @@ class Metrics:
             ["queue", "role", "state"],
             registry=registry,
         )
+        # The gauges above keep their last values while SQS cannot be read: this says how old
+        # they are, so that alerts on depth can tell a DLQ that is still full from one that was.
+        self.depth_read_at = Gauge(
+            "worker_queue_depth_last_read_timestamp_seconds",
+            "When the depth gauges of a queue were last read successfully (Unix time).",
+            ["queue", "role"],
+            registry=registry,
+        )
         self.loop_lag = Gauge(
             "worker_event_loop_lag_seconds",
             "How far behind the event loop is at this scrape: time since its last one-second "
@@ -224,6 +232,7 @@ class Metrics:
         self.batch_entry_failures.labels(self.queue, operation, code or "unknown").inc()
 
     def set_depth(self, queue: str, role: str, counts: dict[str, int]) -> None:
-        """Record a queue's depth by state."""
+        """Record a queue's depth by state, just read."""
         for state in QUEUE_STATES:
             self.queue_messages.labels(queue, role, state).set(counts.get(state, 0))
+        self.depth_read_at.labels(queue, role).set_to_current_time()
