@@ -102,6 +102,10 @@ class Metrics:
             "Deletes or visibility changes that could not be made (the message comes back).",
             "operation",
         )
+        # Every label value known up front is a series from the start: a dashboard or a rate()
+        # then shows 0 on a healthy worker instead of nothing at all.
+        for operation in ("delete", "retry", "release"):
+            self.settle_failures.labels(queue, operation)
         self.handler_duration = Histogram(
             "worker_handler_duration_seconds",
             "Time from handler start to its outcome, per call, by outcome.",
