@@ -105,6 +105,14 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class TaskProtectionMode(StrEnum):
+    """Whether the worker asks ECS to keep a busy task out of scale-ins (worker.task_protection)."""
+
+    AUTO = "auto"  # in an ECS task (the agent sets ECS_AGENT_URI), and nowhere else
+    ON = "on"  # always: a start-up error outside ECS
+    OFF = "off"
+
+
 Seconds = Annotated[float, Field(gt=0)]
 
 
@@ -183,6 +191,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.AUTO
     log_message_bodies: bool = False
+
+    # --- ECS ---
+    ecs_task_protection: TaskProtectionMode = TaskProtectionMode.AUTO
 
     @classmethod
     def settings_customise_sources(

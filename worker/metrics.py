@@ -195,6 +195,16 @@ class Metrics:
             ["queue"],
             registry=registry,
         ).labels(*q)
+        self.task_protected = Gauge(
+            "worker_task_protected",
+            "1 while ECS task scale-in protection is on, as the agent last confirmed; 0 otherwise.",
+            ["queue"],
+            registry=registry,
+        ).labels(*q)
+        self.task_protection_failures = counter(
+            "worker_task_protection_failures_total",
+            "Calls to the ECS agent's task-protection endpoint that failed (the worker goes on).",
+        ).labels(*q)
         Info("worker_build", "The worker's version and runtime.", registry=registry).info(
             {
                 "version": __version__,
