@@ -58,7 +58,11 @@ def task_protection(
 
 
 class TaskProtection:
-    """Keeps the task protected from scale-in while handler calls run."""
+    """Keeps the task out of scale-ins while handler calls run, and only then.
+
+    An idle task stays unprotected, so that it is the one a scale-in stops and a deployment
+    replaces without waiting.
+    """
 
     def __init__(
         self,
@@ -73,8 +77,8 @@ class TaskProtection:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # ExpiresInMinutes bounds how long a worker that can no longer renew (wedged, or cut off
-        # from the agent) keeps its task from a scale-in; renewing at a third of it leaves two
-        # more tries before it lapses.
+        # from the agent) keeps its task from a scale-in; renewing every third of it lets two
+        # renewals fail (each retried every retry_seconds) before it lapses.
         self._url = agent_uri.rstrip("/") + _PATH
         self._metrics = metrics
         self.expires_minutes = expires_minutes
