@@ -328,6 +328,77 @@ class TestProblems:
         assert problems[1].startswith("WORKER_CONCURRENCY: ")
 
 
+# What Kubernetes puts in every pod of a namespace that has a Service named `worker` with a TCP
+# port 8080 named `http`, a UDP port 53 named `dns-udp` and an SCTP port 9000 (no name).
+SERVICE_LINKS = {
+    "WORKER_SERVICE_HOST": "10.96.0.12",
+    "WORKER_SERVICE_PORT": "8080",
+    "WORKER_SERVICE_PORT_HTTP": "8080",
+    "WORKER_SERVICE_PORT_DNS_UDP": "53",
+    "WORKER_PORT": "tcp://10.96.0.12:8080",
+    "WORKER_PORT_8080_TCP": "tcp://10.96.0.12:8080",
+    "WORKER_PORT_8080_TCP_PROTO": "tcp",
+    "WORKER_PORT_8080_TCP_PORT": "8080",
+    "WORKER_PORT_8080_TCP_ADDR": "10.96.0.12",
+    "WORKER_PORT_53_UDP": "udp://10.96.0.12:53",
+    "WORKER_PORT_53_UDP_PROTO": "udp",
+    "WORKER_PORT_53_UDP_PORT": "53",
+    "WORKER_PORT_53_UDP_ADDR": "10.96.0.12",
+    "WORKER_PORT_9000_SCTP": "sctp://10.96.0.12:9000",
+    "WORKER_PORT_9000_SCTP_ADDR": "10.96.0.12",
+}
+
+
+class TestKubernetesServiceLinks:
+    """A Service named `worker` in the namespace is no crash loop; a misspelt setting still is."""
+
+    @pytest.fixture
+    def service_links(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name, value in SERVICE_LINKS.items():
+            monkeypatch.setenv(name, value)
+
+    @pytest.mark.usefixtures("service_links")
+    def test_service_link_variables_are_not_settings(self) -> None:
+        settings = load_settings()
+        assert settings.http_port == 8080
+        assert settings.concurrency == 10
+
+    @pytest.mark.usefixtures("service_links")
+    def test_a_typo_among_them_is_still_reported(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WORKER_CONCURENCY", "8")
+        assert problems_of() == [
+            "WORKER_CONCURENCY: unknown setting (did you mean WORKER_CONCURRENCY?)"
+        ]
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "WORKER_PORT_8080",  # no protocol
+            "WORKER_PORT_8080_HTTP",  # not a protocol
+            "WORKER_PORT_HTTP_TCP",  # not a port number
+            "WORKER_PORT_8080_TCP_HOST",  # not one of Kubernetes' suffixes
+            "WORKER_SERVICE_HOSTS",
+            "WORKER_SERVICE_ADDR",
+            "WORKER_PORTS",
+        ],
+    )
+    def test_only_the_exact_patterns_are_ignored(
+        self, name: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv(name, "1")
+        (problem,) = problems_of()
+        assert problem.startswith(f"{name}: unknown setting")
+
+    @pytest.mark.usefixtures("service_links")
+    def test_worker_run_reports_none_of_them(self, capsys: pytest.CaptureFixture[str]) -> None:
+        # No queue is given, so that is the one problem left to report.
+        assert main(["run", "--handler", "a:b"]) == EXIT_CONFIGURATION
+        assert capsys.readouterr().err == (
+            "worker: configuration error: WORKER_QUEUE_URL or WORKER_QUEUE_NAME (--queue): "
+            "required\n"
+        )
+
+
 class TestConsistency:
     """Settings that are each valid but do not go together, and values with a shape to respect."""
 

@@ -85,6 +85,18 @@ def _exported_series() -> set[str]:
     return {sample.name for family in registry.collect() for sample in family.samples}
 
 
+def _dashboard_expressions() -> list[str]:
+    dashboard = json.loads(
+        (ROOT / "config" / "grafana" / "sqs-worker-dashboard.json").read_text(encoding="utf-8")
+    )
+    return [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+
+
 class TestShippedDashboardsAndAlerts:
     """The dashboard and the alert rules use only metrics the worker exports."""
 
@@ -92,18 +104,26 @@ class TestShippedDashboardsAndAlerts:
         return set(re.findall(r"\b(worker_[a-z_]+|process_[a-z_]+)\b", text))
 
     def test_dashboard_uses_only_exported_metrics(self) -> None:
-        dashboard = json.loads(
-            (ROOT / "config" / "grafana" / "sqs-worker-dashboard.json").read_text(encoding="utf-8")
-        )
-        expressions = [
-            target["expr"]
-            for panel in dashboard["panels"]
-            for target in panel.get("targets", [])
-            if "expr" in target
-        ]
+        expressions = _dashboard_expressions()
         assert expressions
         used = set().union(*(self._names_in(expr) for expr in expressions))
         assert used - _exported_series() == set()
+
+    def test_failure_panels_show_zero_on_a_healthy_worker(self) -> None:
+        # A counter series exists only once a label set is used: a panel of failures that never
+        # happened says "No data", which reads like a broken scrape. Either the worker makes the
+        # series at start (the label values are known), or the query falls back to 0.
+        registry = CollectorRegistry()
+        Metrics(registry, queue="q")
+        at_start = {sample.name for family in registry.collect() for sample in family.samples}
+        for expr in _dashboard_expressions():
+            failures = [
+                name
+                for name in re.findall(r"\bworker_[a-z_]+_total\b", expr)
+                if "fail" in name or 'result!="success"' in expr
+            ]
+            for name in failures:
+                assert name in at_start or ("or on () " in expr and "vector(0)" in expr), expr
 
     def test_alerts_use_only_exported_metrics(self) -> None:
         used = self._names_in((ROOT / "config" / "alerts.yml").read_text(encoding="utf-8"))

@@ -74,6 +74,31 @@ class TestLiveness:
         )
 
 
+class TestLoopLag:
+    """The lag is worked out when it is read, so a loop blocked now is late now."""
+
+    def test_a_loop_on_time_has_none(self) -> None:
+        clock = Clock()
+        health = Health(loop_block_threshold=10, beat_interval=1, clock=clock)
+        clock.now += 0.9  # the next beat is not due yet
+        assert health.loop_lag() == 0
+
+    def test_it_grows_while_no_beat_comes(self) -> None:
+        clock = Clock()
+        health = Health(loop_block_threshold=10, beat_interval=1, clock=clock)
+        clock.now += 3
+        assert health.loop_lag() == 2
+        clock.now += 5
+        assert health.loop_lag() == 7
+
+    def test_the_beat_that_ends_a_block_ends_it(self) -> None:
+        clock = Clock()
+        health = Health(loop_block_threshold=10, beat_interval=1, clock=clock)
+        clock.now += 8
+        health.beat()
+        assert health.loop_lag() == 0
+
+
 class TestReadiness:
     """Ready once the queue was reached, and until draining starts."""
 

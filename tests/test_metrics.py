@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from tests.support import Queues, drain, eventually, make_queues, publish, running_worker, send
 from worker import Message, NonRetryableError, __version__
@@ -133,6 +135,34 @@ class TestLifecycle:
         assert (
             value(registry, "worker_queue_messages", queue=q, role="source", state="visible") == 0
         )
+
+    async def test_depth_says_when_it_was_last_read(self, queues: Queues) -> None:
+        registry = CollectorRegistry()
+        q, dlq = queues.queue_name, f"{queues.queue_name}-dlq"
+
+        def read_at(queue: str, role: str) -> float:
+            return value(
+                registry, "worker_queue_depth_last_read_timestamp_seconds", queue=queue, role=role
+            )
+
+        await send(queues, "waiting")
+        # No periodic reads: the test reads the depth itself, so that nothing races it.
+        settings = queues.settings(depth_interval_seconds=0)
+        async with running_worker(settings, succeed, registry) as running:
+            before = time.time()
+            await running.worker.depth.refresh()
+            first = read_at(dlq, "dlq")
+            assert first >= before
+            assert read_at(q, "source") >= before
+            async with open_sqs(queues.settings()) as sqs:
+                await sqs.delete_queue(QueueUrl=queues.dlq_url)
+            again = time.time()
+            with capture_logs() as logs:
+                await running.worker.depth.refresh()
+            assert [e["queue"] for e in logs if e["event"] == "sqs.depth_failed"] == [dlq]
+            # The DLQ's gauges keep their last values; their read time says how old they are.
+            assert read_at(dlq, "dlq") == first
+            assert read_at(q, "source") >= again
 
     async def test_timeout_non_retryable_and_malformed(self, queues: Queues) -> None:
         registry = CollectorRegistry()
@@ -298,6 +328,43 @@ class TestEndpoints:
             await asyncio.to_thread(prober.join)
         failing = next(json.loads(body) for status, body in seen if status == 503)
         assert failing["problems"][0].startswith("event loop blocked for")
+
+    async def test_event_loop_lag_is_scraped_while_the_loop_is_blocked(
+        self, queues: Queues
+    ) -> None:
+        lag_line = re.compile(r"^worker_event_loop_lag_seconds\{[^}]*\} (\S+)$", re.MULTILINE)
+        blocking = threading.Event()
+        stop = threading.Event()
+        seen: list[tuple[bool, float]] = []  # (scraped during the block, lag)
+
+        def scrape(port: int) -> None:
+            while not stop.is_set():
+                during = blocking.is_set()
+                match = lag_line.search(get(port, "/metrics")[2])
+                if match is not None:
+                    seen.append((during and blocking.is_set(), float(match.group(1))))
+                time.sleep(0.2)
+
+        async def blocks_the_loop(message: Message) -> None:
+            blocking.set()
+            time.sleep(4)  # noqa: ASYNC251 -- the very mistake the lag gauge must show
+            blocking.clear()
+
+        async with running_worker(queues.settings(), blocks_the_loop) as running:
+            assert running.worker.http_port is not None
+            scraper = threading.Thread(target=scrape, args=(running.worker.http_port,))
+            scraper.start()
+            await send(queues, "x")
+            try:
+                # Its heartbeat cannot run while the loop is blocked, yet the scrape sees it late.
+                await eventually(
+                    lambda: any(during and lag >= 1 for during, lag in seen), timeout=30
+                )
+                # Once the loop turns again, the lag is gone.
+                await eventually(lambda: not seen[-1][0] and seen[-1][1] < 1, timeout=20)
+            finally:
+                stop.set()
+                await asyncio.to_thread(scraper.join)
 
 
 class TestHealthcheckCommand:

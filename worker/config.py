@@ -38,6 +38,13 @@ SQS_MAX_VISIBILITY_SECONDS = 43_200  # SQS caps a message's total visibility at 
 _MODULE_PART = re.compile(r"^[A-Za-z_][\w-]*$")  # Lambda's runtime imports file names with "-"
 _ATTRIBUTE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 HANDLER_FORMS = "'package.module:function', or Lambda's 'module.function'"
+# Kubernetes hands every pod variables for each Service in its namespace ("service links"), named
+# after the Service: one called `worker` brings WORKER_SERVICE_HOST, WORKER_PORT_8080_TCP_ADDR and
+# the like. They are not settings, and reporting them would stop the worker for a Service's name.
+_SERVICE_LINK = re.compile(
+    r"^WORKER_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)$"
+)
 
 
 def split_handler(spec: str) -> tuple[str, str] | None:
@@ -123,6 +130,14 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class TaskProtectionMode(StrEnum):
+    """Whether the worker asks ECS to keep a busy task out of scale-ins (worker.task_protection)."""
+
+    AUTO = "auto"  # in an ECS task (the agent sets ECS_AGENT_URI), and nowhere else
+    ON = "on"  # always: a start-up error outside ECS
+    OFF = "off"
+
+
 Seconds = Annotated[float, Field(gt=0)]
 
 
@@ -202,6 +217,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.AUTO
     log_message_bodies: bool = False
+
+    # --- ECS ---
+    ecs_task_protection: TaskProtectionMode = TaskProtectionMode.AUTO
 
     @classmethod
     def settings_customise_sources(
@@ -333,7 +351,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     stems = {name.removeprefix(ENV_PREFIX): name for name in known}
     problems = []
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known:
+        if name.startswith(ENV_PREFIX) and name not in known and not _SERVICE_LINK.match(name):
             import difflib  # noqa: PLC0415 -- only for a mistake: not in every worker's memory
 
             guess = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), stems, n=1)

@@ -1,7 +1,9 @@
 """Queue depth, read from ``GetQueueAttributes`` on an interval, for alerts and autoscalers.
 
 Gauges for the source queue and its DLQ (visible, in flight, delayed) let Prometheus alert on a
-DLQ that is not empty and an autoscaler scale on backlog without CloudWatch.
+DLQ that is not empty and an autoscaler scale on backlog without CloudWatch. A read that fails
+leaves the gauges as they were, and the time of the last good read with them, so that alerts can
+tell a count that is current from one that only was.
 """
 
 from __future__ import annotations

@@ -33,9 +33,11 @@ class Health:
         self,
         *,
         loop_block_threshold: float,
+        beat_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loop_block_threshold = loop_block_threshold
+        self.beat_interval = beat_interval
         self._clock = clock
         self.last_beat = clock()
         self.queue_reached = False
@@ -48,6 +50,15 @@ class Health:
     def beat(self) -> None:
         """The event loop is turning."""
         self.last_beat = self._clock()
+
+    def loop_lag(self) -> float:
+        """Seconds the event loop is behind now: the time since the last beat beyond its interval.
+
+        Read at scrape time, from the server's thread, like liveness: a value the loop recorded
+        itself could not change while the loop is blocked, and would be overwritten by the beat
+        that ends the block, so a blocked loop would never be seen late.
+        """
+        return max(0.0, self._clock() - self.last_beat - self.beat_interval)
 
     def liveness(self) -> Verdict:
         """Whether the process should be restarted (not ok) or left alone (ok)."""
@@ -79,10 +90,8 @@ class Health:
         return Verdict(not problems, tuple(problems))
 
 
-async def heartbeat(health: Health, record_lag: Callable[[float], None], interval: float) -> None:
-    """Beat every ``interval`` seconds and record how late each beat ran, until cancelled."""
+async def heartbeat(health: Health) -> None:
+    """Beat every ``health.beat_interval`` seconds, until cancelled."""
     while True:
-        due = time.monotonic() + interval
-        await asyncio.sleep(interval)
-        record_lag(max(0.0, time.monotonic() - due))
+        await asyncio.sleep(health.beat_interval)
         health.beat()

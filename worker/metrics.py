@@ -102,6 +102,10 @@ class Metrics:
             "Deletes or visibility changes that could not be made (the message comes back).",
             "operation",
         )
+        # Every label value known up front is a series from the start: a dashboard or a rate()
+        # then shows 0 on a healthy worker instead of nothing at all.
+        for operation in ("delete", "retry", "release"):
+            self.settle_failures.labels(queue, operation)
         self.handler_duration = Histogram(
             "worker_handler_duration_seconds",
             "Time from handler start to its outcome, per call, by outcome.",
@@ -176,11 +180,30 @@ class Metrics:
             ["queue", "role", "state"],
             registry=registry,
         )
+        # The gauges above keep their last values while SQS cannot be read: this says how old
+        # they are, so that alerts on depth can tell a DLQ that is still full from one that was.
+        self.depth_read_at = Gauge(
+            "worker_queue_depth_last_read_timestamp_seconds",
+            "When the depth gauges of a queue were last read successfully (Unix time).",
+            ["queue", "role"],
+            registry=registry,
+        )
         self.loop_lag = Gauge(
             "worker_event_loop_lag_seconds",
-            "How late the event loop's last heartbeat ran: a blocked loop shows here.",
+            "How far behind the event loop is at this scrape: time since its last one-second "
+            "heartbeat, beyond the second. A blocked loop shows here while it is blocked.",
             ["queue"],
             registry=registry,
+        ).labels(*q)
+        self.task_protected = Gauge(
+            "worker_task_protected",
+            "1 while ECS task scale-in protection is on, as the agent last confirmed; 0 otherwise.",
+            ["queue"],
+            registry=registry,
+        ).labels(*q)
+        self.task_protection_failures = counter(
+            "worker_task_protection_failures_total",
+            "Calls to the ECS agent's task-protection endpoint that failed (the worker goes on).",
         ).labels(*q)
         Info("worker_build", "The worker's version and runtime.", registry=registry).info(
             {
@@ -223,6 +246,7 @@ class Metrics:
         self.batch_entry_failures.labels(self.queue, operation, code or "unknown").inc()
 
     def set_depth(self, queue: str, role: str, counts: dict[str, int]) -> None:
-        """Record a queue's depth by state."""
+        """Record a queue's depth by state, just read."""
         for state in QUEUE_STATES:
             self.queue_messages.labels(queue, role, state).set(counts.get(state, 0))
+        self.depth_read_at.labels(queue, role).set_to_current_time()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ from worker.sqs import (
     describe_queue,
     open_sqs,
 )
+from worker.task_protection import task_protection
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -138,6 +140,10 @@ class Worker:
             on_settled=self._settled,
             flush_delay=settings.settle_flush_seconds,
         )
+        # On ECS: no scale-in or deployment stops this task while a handler runs.
+        self.protection = task_protection(settings.ecs_task_protection, os.environ, metrics)
+        if self.protection is not None:
+            adapter = self.protection.around(adapter)
         self.capacity = Capacity(settings.concurrency)
         # Receive-ahead (worker.prefetch) where a slot runs one message of a standard queue; a
         # Lambda batch or a FIFO group already gathers several messages under one slot.
@@ -249,6 +255,8 @@ class Worker:
             helpers.append(asyncio.create_task(self.depth.run(), name="queue-depth"))
         if self.settings.exit_when_idle is not None:
             helpers.append(asyncio.create_task(self._watch_idle(self.settings.exit_when_idle)))
+        if self.protection is not None:
+            self.protection.start()  # stopped by _shut_down, once the handlers are done
         try:
             await self._stop.wait()
         finally:
@@ -287,6 +295,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*poll_tasks, return_exceptions=True)
         await self.settler.close()
+        if self.protection is not None:
+            await self.protection.close()
         await self.depth.refresh()  # leave the gauges true for a last scrape
         self._caller.close()
         report = self.report()
@@ -492,7 +502,8 @@ async def serve(
     health = Health(loop_block_threshold=settings.liveness_threshold_seconds)
     server = StatusServer(settings.http_host, settings.http_port, metrics.registry, health)
     server.start()
-    beat = asyncio.create_task(heartbeat(health, metrics.loop_lag.set, 1.0), name="heartbeat")
+    metrics.loop_lag.set_function(health.loop_lag)  # computed at each scrape
+    beat = asyncio.create_task(heartbeat(health), name="heartbeat")
     try:
         return await _consume(settings, metrics, health, server.port, handler, on_started)
     finally:

@@ -184,6 +184,9 @@ imagePullSecrets:
 {{- end }}
 serviceAccountName: {{ include "sqs-event-worker.serviceAccountName" . }}
 automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
+{{- /* No WORKER_SERVICE_HOST, WORKER_PORT_8080_TCP, … for a Service named `worker`: the worker
+reads WORKER_* as settings, and the pods find Services through DNS. */}}
+enableServiceLinks: false
 terminationGracePeriodSeconds: {{ include "sqs-event-worker.terminationGracePeriodSeconds" . }}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
