@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests use; installed when missing (sudo when not root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test lint typecheck unit rules tools node-ric deploy-check image-test demo bench clean
+.PHONY: all test test-fast lint typecheck unit rules tools node-ric deploy-check image-test demo bench clean
 
 all: test
 
@@ -43,8 +43,13 @@ rules: tools
 node-ric:
 	tests/node/setup-ric.sh
 
+## The whole suite, in four processes (it mostly waits on brokers and subprocesses).
 unit: $(STAMP) tools node-ric
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4
+
+## The pure-logic tests only: no broker, no subprocess; seconds, for the edit-test loop.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow" -n 2
 
 ## What users deploy, validated offline: the Dockerfile (hadolint, checkov), the Helm chart
 ## (helm lint and template, kubernetes-validate, kubernetes-models, checkov) and the

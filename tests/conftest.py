@@ -12,6 +12,16 @@ from tests.support import Queues, make_queues, moto_server_process
 from worker.config import LogFormat, LogLevel
 from worker.logs import configure_logging
 
+# Fixtures that bring a broker: a test that uses one is an integration test, marked slow.
+_BROKER_FIXTURES = frozenset({"moto_endpoint", "atomic_moto_endpoint", "queues"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that talks to a broker ``slow``, so ``-m "not slow"`` is the logic."""
+    for item in items:
+        if _BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def clean_environment() -> Iterator[None]:
