@@ -9,12 +9,13 @@ tell a count that is current from one that only was.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import structlog
 
 from worker.metrics import Metrics
-from worker.sqs import SqsQueue, describe_failure
+from worker.sqs import Queue, describe_failure
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.literals import QueueAttributeNameType
@@ -32,7 +33,7 @@ class QueueDepth:
     """Refreshes the depth gauges of the source queue and its DLQ."""
 
     def __init__(
-        self, metrics: Metrics, queues: list[tuple[SqsQueue, str, str]], interval: float
+        self, metrics: Metrics, queues: Sequence[tuple[Queue, str, str]], interval: float
     ) -> None:
         self._metrics = metrics
         self._queues = queues  # (queue, name, role)

@@ -21,7 +21,7 @@ import structlog
 
 from worker.config import SQS_MAX_VISIBILITY_SECONDS
 from worker.metrics import Metrics
-from worker.sqs import MAX_BATCH, EntryFailure, SqsQueue, describe_failure
+from worker.sqs import MAX_BATCH, EntryFailure, Queue, describe_failure
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -72,7 +72,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        queue: SqsQueue,
+        queue: Queue,
         *,
         visibility_timeout: int,
         metrics: Metrics,

@@ -35,7 +35,7 @@ from worker.capacity import Capacity
 from worker.lease import Lease
 from worker.prefetch import Prefetch
 from worker.runner import Runner
-from worker.sqs import MAX_BATCH, SqsQueue, describe_failure, error_code
+from worker.sqs import MAX_BATCH, Queue, describe_failure, error_code
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -73,7 +73,7 @@ class Poller:
 
     def __init__(
         self,
-        queue: SqsQueue,
+        queue: Queue,
         *,
         capacity: Capacity,
         runner: Runner,

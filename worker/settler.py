@@ -19,7 +19,7 @@ import structlog
 
 from worker.lease import Lease
 from worker.metrics import Metrics
-from worker.sqs import MAX_BATCH, EntryFailure, SqsQueue, describe_failure
+from worker.sqs import MAX_BATCH, EntryFailure, Queue, describe_failure
 
 log = structlog.get_logger("worker.settler")
 
@@ -92,7 +92,7 @@ class Settler:
 
     def __init__(
         self,
-        queue: SqsQueue,
+        queue: Queue,
         *,
         queue_name: str,
         metrics: Metrics,

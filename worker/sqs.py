@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import botocore.exceptions
 from aiobotocore.config import AioConfig
@@ -273,6 +273,36 @@ async def _dead_letter_sources(client: SQSClient, url: str) -> tuple[str, ...]:
     except botocore.exceptions.ClientError:
         return ()
     return tuple(response.get("queueUrls", []))
+
+
+class Queue(Protocol):
+    """The calls the consume path makes on its queue: the seam between the core and SQS.
+
+    :class:`SqsQueue` makes them over the wire; :class:`worker.memory_sqs.MemoryQueue` in memory,
+    for tests of the core's logic.
+    """
+
+    url: str
+
+    async def receive(
+        self, max_messages: int, wait_seconds: int, visibility_timeout: int | None = None
+    ) -> Sequence[MessageTypeDef]:
+        """Long-poll for up to ``max_messages`` messages, with all their attributes."""
+        ...
+
+    async def delete_batch(self, receipts: Mapping[str, str]) -> dict[str, EntryFailure]:
+        """Delete messages by receipt handle (at most ten, keyed by entry id)."""
+        ...
+
+    async def change_visibility_batch(
+        self, changes: Mapping[str, tuple[str, int]]
+    ) -> dict[str, EntryFailure]:
+        """Set the visibility timeout of messages (at most ten, keyed by entry id)."""
+        ...
+
+    async def attributes(self, names: Sequence[QueueAttributeNameType]) -> dict[str, str]:
+        """Some of the queue's attributes."""
+        ...
 
 
 class SqsQueue:
