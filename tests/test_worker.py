@@ -21,6 +21,8 @@ from tests.support import (
     send,
 )
 from worker import Message, NonRetryableError
+from worker.lease import Lease
+from worker.runner import Runner
 from worker.sqs import open_sqs
 
 
@@ -472,3 +474,27 @@ class TestBackoffOff:
             await eventually(lambda: len(seen) == 2)
         assert seen[1] - seen[0] >= 2.5
         assert running.report.retried == 1
+
+
+class TestPollerDeath:
+    """A poller ends only by a bug; the messages it holds then go back instead of being held."""
+
+    async def test_a_dead_pollers_messages_are_released(
+        self, queues: Queues, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def defective(runner: Runner, leases: list[Lease], slots: int) -> None:
+            raise RuntimeError("a bug between receiving and starting handlers")
+
+        monkeypatch.setattr(Runner, "start", defective)
+        await send(queues, "a", "b", "c")
+        async with running_worker(queues.settings(pollers=1), Recorder()) as running:
+            await eventually(lambda: not running.worker.health.liveness().ok)
+            # Visible again at once (the queue's visibility timeout is 30 s), not extended.
+            await eventually(lambda: _depth_is(queues, (3, 0)))
+            assert running.worker.keeper.in_flight == 0
+        assert running.report.received == 3
+        assert running.report.released == 3
+
+
+async def _depth_is(queues: Queues, expected: tuple[int, int]) -> bool:
+    return await depth(queues, queues.queue_url) == expected

@@ -23,10 +23,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
+from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
 
 from worker.backoff import RetryDelay
 from worker.capacity import Capacity
+from worker.errors import MalformedMessageError
 from worker.filtering import FilterCriteria
 from worker.handlers import Adapter, Invocation
 from worker.lease import Lease, LeaseKeeper
@@ -142,20 +143,37 @@ class Runner:
                 message_id=lease.message_id,
                 receive_count=lease.receive_count,
             )
-            if self._criteria is not None and not self._criteria.matches(
-                {"body": raw.get("Body", "")}
-            ):
-                self.counts["filtered"] += 1
-                self._metrics.filtered.inc()
-                debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
-                self._settler.delete(lease)
+            if self._criteria is not None and not self._admits(lease, self._criteria):
                 continue
             leases.append(lease)
         return leases
 
-    def submit(self, messages: Sequence[MessageTypeDef], slots: int) -> None:
-        """Lease what a poller received with ``slots`` slots in hand, and start the handler."""
-        self.start(self.lease(messages), slots)
+    def _admits(self, lease: Lease, criteria: FilterCriteria) -> bool:
+        """Whether ``criteria`` let the message through; what they do not is settled here.
+
+        The criteria are applied to whatever the body holds. Should that ever raise, it is a
+        defect on our side, not grounds to drop the message: it fails as malformed (retried, then
+        the DLQ), and nothing else of its receive is held up.
+        """
+        try:
+            matched = criteria.matches({"body": lease.raw.get("Body", "")})
+        except Exception as exc:  # noqa: BLE001 -- one message's content fails that message only
+            error = MalformedMessageError(
+                f"the filter criteria could not be applied to the body ({type(exc).__name__})"
+            )
+            with bound_contextvars(
+                queue=self._queue_name,
+                message_id=lease.message_id,
+                receive_count=lease.receive_count,
+            ):
+                self._settle(lease, Failure.from_exception(error), 0.0, in_batch=False)
+            return False
+        if not matched:
+            self.counts["filtered"] += 1
+            self._metrics.filtered.inc()
+            log.debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
+            self._settler.delete(lease)
+        return matched
 
     def start(self, leases: list[Lease], slots: int) -> None:
         """Start handler calls on ``leases``; gives back the slots they do not need."""
