@@ -12,6 +12,7 @@ import pytest
 
 from tests.support import (
     Queues,
+    break_pollers,
     depth,
     drain,
     eventually,
@@ -21,8 +22,6 @@ from tests.support import (
     send,
 )
 from worker import Message, NonRetryableError
-from worker.lease import Lease
-from worker.runner import Runner
 from worker.sqs import open_sqs
 
 
@@ -482,10 +481,7 @@ class TestPollerDeath:
     async def test_a_dead_pollers_messages_are_released(
         self, queues: Queues, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        def defective(runner: Runner, leases: list[Lease], slots: int) -> None:
-            raise RuntimeError("a bug between receiving and starting handlers")
-
-        monkeypatch.setattr(Runner, "start", defective)
+        break_pollers(monkeypatch)
         await send(queues, "a", "b", "c")
         async with running_worker(queues.settings(pollers=1), Recorder()) as running:
             await eventually(lambda: not running.worker.health.liveness().ok)

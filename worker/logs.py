@@ -3,6 +3,7 @@
 Lines go to stderr so that stdout stays free for what commands print (provisioning results, the
 demo's summary). Per-message context (message id, receive count, queue) is bound with
 ``structlog.contextvars`` where a message is taken up, so every line about it carries them.
+Tracebacks show frames, never local variables, which hold message bodies and receipt handles.
 """
 
 from __future__ import annotations
@@ -60,9 +61,14 @@ def configure_logging(
     ]
     renderer: structlog.types.Processor
     if readable:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # Plain tracebacks whatever is installed: rich's would show every frame's locals.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     else:
-        shared.append(structlog.processors.dict_tracebacks)
+        # Frames, not locals: a handler's locals hold the message body it was reading.
+        transformer = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        shared.append(structlog.processors.ExceptionRenderer(transformer))
         renderer = structlog.processors.JSONRenderer()
     handler = logging.StreamHandler(stream)
     writer = _LineWriter(handler)
