@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import os
 import signal
@@ -212,6 +213,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def _flush_output() -> None:
+    """Flush stdout and stderr before ``os._exit``; a broken stream must not stop the exit."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def _say(line: str) -> None:
+    """One line on stderr for the operator, if stderr can still take it; the exit code says
+    the rest."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr)
+
+
 class _Signals:
     """First SIGTERM/SIGINT: graceful stop. Second: exit at once."""
 
@@ -232,7 +247,7 @@ class _Signals:
         name = signal.Signals(number).name
         if self.received is not None:
             log.warning("worker.forced_exit", signal=name)
-            sys.stderr.flush()
+            _flush_output()
             os._exit(128 + number)
         self.received = name
         if self._stop is not None:
@@ -248,8 +263,7 @@ async def _run(settings: Settings, _: argparse.Namespace) -> int:
     if report.threads_left_running:
         # Handler threads that never returned would keep the interpreter from exiting.
         log.warning("worker.threads_left_running", threads=report.threads_left_running)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_output()
         os._exit(0)
     return 0
 
@@ -333,10 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_COMMANDS[args.command](settings, args))
     except ConfigurationError as exc:
         for problem in exc.problems:
-            print(f"worker: configuration error: {problem}", file=sys.stderr)
+            _say(f"worker: configuration error: {problem}")
         return EXIT_CONFIGURATION
     except StartupError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
+        _say(f"worker: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
