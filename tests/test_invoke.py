@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
-from worker.errors import HandlerTimeoutError
+from worker.errors import GeneratorHandlerError, HandlerTimeoutError
 from worker.invoke import Caller
 
 
@@ -79,3 +79,45 @@ class TestAwaitableFromAPlainFunction:
         call = await caller.call(lambda: response, (), deadline=time.monotonic() + 5)
         assert call.error is None
         assert call.value is response
+
+
+class TestGenerators:
+    """A call that returns a generator ran none of the handler's code: it fails, loudly."""
+
+    async def test_a_generator_function(self, caller: Caller) -> None:
+        ran: list[str] = []
+
+        def handler(body: str) -> Iterator[None]:
+            ran.append(body)
+            yield  # stray
+
+        call = await caller.call(handler, ("order-1",), deadline=time.monotonic() + 5)
+        assert isinstance(call.error, GeneratorHandlerError)
+        assert (
+            str(call.error)
+            == "handler returned a generator, so none of its code ran (a stray yield?)"
+        )
+        assert ran == []
+
+    async def test_an_async_generator_function(self, caller: Caller) -> None:
+        ran: list[str] = []
+
+        async def handler(body: str) -> AsyncIterator[None]:
+            ran.append(body)
+            yield
+
+        call = await caller.call(handler, ("order-1",), deadline=time.monotonic() + 5)
+        assert isinstance(call.error, GeneratorHandlerError)
+        assert "an async generator" in str(call.error)
+        assert ran == []
+
+    async def test_a_generator_behind_a_plain_decorator(self, caller: Caller) -> None:
+        def generates(body: str) -> Iterator[str]:
+            yield body
+
+        @functools.wraps(generates)
+        def wrapper(body: str) -> Iterator[str]:
+            return generates(body)
+
+        call = await caller.call(wrapper, ("order-1",), deadline=time.monotonic() + 5)
+        assert isinstance(call.error, GeneratorHandlerError)

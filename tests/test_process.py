@@ -254,6 +254,22 @@ class TestStartup:
         )
         assert "Traceback" not in worker.err
 
+    @pytest.mark.parametrize("function", ["handle", "handle_async"])
+    async def test_a_generator_function_is_refused(
+        self, queues: Queues, tmp_path: Path, function: str
+    ) -> None:
+        # A stray yield: calling it runs none of its code, and every message would "succeed".
+        code = await refused_handler(
+            queues,
+            tmp_path,
+            "def handle(message):\n    yield\n\nasync def handle_async(message):\n    yield\n",
+            function,
+        )
+        assert code == (
+            f"worker: configuration error: WORKER_HANDLER=user_code:{function}: {function} is a "
+            "generator function (a yield in its body), not a handler"
+        )
+
     async def test_missing_queue(self, moto_endpoint: str, tmp_path: Path) -> None:
         async with worker_process(
             tmp_path,
@@ -305,6 +321,24 @@ class TestStartup:
             assert await worker.exit_code() == 1
         assert worker.err.strip().startswith("worker: cannot read queue")
         assert "Traceback" not in worker.err
+
+
+async def refused_handler(queues: Queues, tmp_path: Path, source: str, function: str) -> str:
+    """The error line of a worker refusing ``function`` of a module with ``source`` (exit 2)."""
+    directory = tmp_path / "code"
+    directory.mkdir()
+    (directory / "user_code.py").write_text(source, encoding="utf-8")
+    async with worker_process(
+        tmp_path,
+        "run",
+        **run_args(queues, f"user_code:{function}"),
+        WORKER_HANDLER_PATH=str(directory),
+    ) as worker:
+        assert await worker.exit_code() == 2
+    assert "Traceback" not in worker.err, worker.err
+    # After the JSON lines of the start (the queue was reached), one line for the operator.
+    (line,) = [line for line in worker.err.splitlines() if not line.startswith("{")]
+    return line
 
 
 class TestCommands:

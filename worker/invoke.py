@@ -10,7 +10,8 @@ message it was handling; it never unwinds the worker.
 
 A plain function that returns an awaitable (an ``async def`` under a plain decorator) has its
 work in that awaitable: it is awaited on the loop under what is left of the same budget, never
-mistaken for a success that did nothing.
+mistaken for a success that did nothing. A call that returns a generator (a stray ``yield``, in a
+plain or an ``async def`` function) did nothing at all: it fails.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import HandlerExitError, HandlerTimeoutError
+from worker.errors import GeneratorHandlerError, HandlerExitError, HandlerTimeoutError
 
 # How long a cancelled coroutine may take to unwind before it is abandoned.
 _CANCEL_GRACE_SECONDS = 1.0
@@ -46,6 +47,28 @@ def is_async(function: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
         getattr(function, "__call__", None)  # noqa: B004 -- instances with an async __call__
     )
+
+
+def is_generator_function(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` returns a generator instead of running its body."""
+    targets = (function, getattr(function, "__call__", None))  # noqa: B004 -- callable instances
+    return any(
+        inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+        for target in targets
+    )
+
+
+def _checked(call: Call) -> Call:
+    """A returned generator is code that never ran: a failure, never a success."""
+    value = call.value
+    if call.error is None and (inspect.isgenerator(value) or inspect.isasyncgen(value)):
+        kind = "an async generator" if inspect.isasyncgen(value) else "a generator"
+        return Call(
+            error=GeneratorHandlerError(
+                f"handler returned {kind}, so none of its code ran (a stray yield?)"
+            )
+        )
+    return call
 
 
 async def _finished_by(future: asyncio.Future[Any], deadline: float) -> bool:
@@ -117,7 +140,7 @@ class Caller:
         """Call ``function(*args)`` and wait for it until ``deadline`` (``time.monotonic``)."""
         loop = asyncio.get_running_loop()
         if self._is_async(function):
-            return await self._wait(loop.create_task(_guarded(function, args)), deadline)
+            return _checked(await self._wait(loop.create_task(_guarded(function, args)), deadline))
         context = contextvars.copy_context()
         running = loop.run_in_executor(
             self._executor, functools.partial(context.run, _guarded_sync, function, args)
@@ -127,8 +150,8 @@ class Caller:
         call = await self._wait(running, deadline)
         if call.error is None and inspect.isawaitable(call.value):
             awaitable = loop.create_task(_guarded(_awaited, (call.value,)), context=context)
-            return await self._wait(awaitable, deadline)
-        return call
+            call = await self._wait(awaitable, deadline)
+        return _checked(call)
 
     async def _wait(self, running: asyncio.Future[Any], deadline: float) -> Call:
         """Wait for a started call until ``deadline``; cancel or abandon it past that."""
