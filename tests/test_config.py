@@ -493,6 +493,43 @@ class TestCommandLine:
         assert err.count("\n") == 1
         assert "WORKER_HANDLER: must be 'package.module:function'" in err
 
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            pytest.param(
+                "http://",
+                "not a valid URL: its host must be a name (letters, digits, '-', '.') "
+                "or an address",
+                id="no-host",
+            ),
+            pytest.param("http://[::1", "not a valid URL (Invalid IPv6 URL)", id="open-bracket"),
+            pytest.param(
+                "http://localhost:port",
+                "not a valid URL (Port could not be cast to integer value as 'port')",
+                id="port-not-a-number",
+            ),
+        ],
+    )
+    def test_an_endpoint_that_is_no_url(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        url: str,
+        problem: str,
+    ) -> None:
+        # These passed validation, and botocore's ValueError reached the operator as a traceback.
+        monkeypatch.setenv("WORKER_ENDPOINT_URL", url)
+        assert main(["run", "--queue", "q", "--handler", "a:b"]) == 2
+        assert capsys.readouterr().err == (
+            f"worker: configuration error: WORKER_ENDPOINT_URL: {problem} (got {url!r})\n"
+        )
+
+    @pytest.mark.parametrize(
+        "url", ["http://localhost:4566", "http://[::1]:4566", "https://sqs.eu-west-1.amazonaws.com"]
+    )
+    def test_endpoints_that_are_urls(self, url: str) -> None:
+        assert Settings(endpoint_url=url).endpoint_url == url
+
 
 class TestLambdaBatching:
     """Lambda's rule: a batch above ten records can only be gathered over a window."""

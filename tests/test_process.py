@@ -270,6 +270,27 @@ class TestStartup:
             "generator function (a yield in its body), not a handler"
         )
 
+    @pytest.mark.parametrize(
+        ("raised", "shown"),
+        [
+            pytest.param(
+                "class Halt(BaseException):\n    pass\n\nraise Halt('no licence')",
+                "Halt: no licence",
+                id="base-exception-subclass",
+            ),
+            pytest.param("raise KeyboardInterrupt", "KeyboardInterrupt", id="keyboard-interrupt"),
+        ],
+    )
+    async def test_a_module_that_raises_a_base_exception_at_import(
+        self, queues: Queues, tmp_path: Path, raised: str, shown: str
+    ) -> None:
+        # These were a traceback, and KeyboardInterrupt a silent exit with code 130.
+        line = await refused_handler(queues, tmp_path, raised, "handle")
+        assert line == (
+            "worker: configuration error: WORKER_HANDLER=user_code:handle: "
+            f"importing user_code failed: {shown}"
+        )
+
     async def test_missing_queue(self, moto_endpoint: str, tmp_path: Path) -> None:
         async with worker_process(
             tmp_path,

@@ -202,8 +202,23 @@ class Settings(BaseSettings):
     @field_validator("queue_url", "endpoint_url")
     @classmethod
     def _is_a_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        # What botocore and aiohttp would refuse later, with a traceback: refused here instead.
+        from urllib.parse import urlsplit  # noqa: PLC0415 -- only when a URL is set
+
+        from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url  # noqa: PLC0415
+
+        try:
+            urlsplit(value).port  # noqa: B018 -- parsing it is the check
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
+        if not (is_valid_endpoint_url(value) or is_valid_ipv6_endpoint_url(value)):
+            raise ValueError(
+                "not a valid URL: its host must be a name (letters, digits, '-', '.') or an address"
+            )
         return value
 
     @field_validator("filter_policy")

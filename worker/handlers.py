@@ -81,9 +81,14 @@ def _imported(module_name: str, problem: Callable[[str], ConfigurationError]) ->
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
             raise problem(f"no module named {exc.name!r}") from None
-        raise problem(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 -- user code: report, never a traceback
-        raise problem(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
+        raise problem(f"importing {module_name} failed: {_described(exc)}") from None
+    except BaseException as exc:  # noqa: BLE001 -- user code, KeyboardInterrupt and all: one line
+        raise problem(f"importing {module_name} failed: {_described(exc)}") from None
+
+
+def _described(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _outcome_of(call: Call) -> Outcome:
