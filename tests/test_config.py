@@ -258,6 +258,17 @@ class TestProblems:
         assert problem.startswith(f"{variable}: ")
         assert match in problem
 
+    @pytest.mark.parametrize("threshold", ["0.5", "1", "1.99"])
+    def test_liveness_threshold_below_twice_the_heartbeat(
+        self, monkeypatch: pytest.MonkeyPatch, threshold: str
+    ) -> None:
+        # The loop beats once a second: at 0.5, 9 of 20 probes of an idle worker failed.
+        monkeypatch.setenv("WORKER_LIVENESS_THRESHOLD_SECONDS", threshold)
+        assert problems_of() == [
+            "WORKER_LIVENESS_THRESHOLD_SECONDS: Input should be greater than or equal to 2 "
+            f"(got {threshold!r})"
+        ]
+
     def test_unknown_variable_with_suggestion(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("WORKER_CONCURENCY", "5")
         assert problems_of() == [

@@ -172,7 +172,8 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"  # noqa: S104 -- a pod's probes and scrapes arrive on its pod IP
     http_port: int = Field(default=8080, ge=0, le=65_535)
     depth_interval_seconds: float = Field(default=30, ge=0, le=3600)
-    liveness_threshold_seconds: float = Field(default=60, gt=0, le=3600)
+    # At least twice the one-second heartbeat: below it an idle, healthy loop fails probes.
+    liveness_threshold_seconds: float = Field(default=60, ge=2, le=3600)
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.AUTO
     log_message_bodies: bool = False
