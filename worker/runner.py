@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("worker.runner")
 
+# How long cancelled handler calls get to unwind at shutdown, past their own cancel grace.
+_UNWIND_SECONDS = 2.0
+
 
 class Runner:
     """Runs handler calls on leased messages under the slots the pollers took."""
@@ -233,7 +236,10 @@ class Runner:
         _, pending = await asyncio.wait(set(self._tasks), timeout=wait)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            # A cancelled call gives its handler a moment to stop (worker.invoke) and returns;
+            # bounded here as well, so that no handler can hold the stop.
+            await asyncio.wait(pending, timeout=_UNWIND_SECONDS)
         return len(pending)
 
     async def _run(self, batch: list[Lease]) -> None:

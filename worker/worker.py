@@ -18,6 +18,7 @@ Redelivery is the only possible side effect of stopping; no message is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,8 +64,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("worker")
 
-# After the handlers' deadline, time still given to open long polls and buffered settlements.
-_SETTLE_GRACE_SECONDS = 5.0
+# Once handlers are done and long polls have had their WaitTimeSeconds: time still given to a
+# poll to bring its messages back, then the deadline of every last call to SQS. What is not sent
+# by then comes back by its visibility timeout (a duplicate, never a loss). With the process's
+# own exit (worker.cli), a stop takes at most max(shutdown timeout, wait time) + 5 s.
+_POLL_GRACE_SECONDS = 2.0
+FINAL_CALLS_SECONDS = 4.0
 
 
 @dataclass
@@ -267,7 +272,7 @@ class Worker:
         polls_end = max(deadline, stopped_at + self.settings.wait_time_seconds)
         _, pending = (
             await asyncio.wait(
-                poll_tasks, timeout=max(0.0, polls_end + _SETTLE_GRACE_SECONDS - time.monotonic())
+                poll_tasks, timeout=max(0.0, polls_end + _POLL_GRACE_SECONDS - time.monotonic())
             )
             if poll_tasks
             else (set(), set())
@@ -275,8 +280,11 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*poll_tasks, return_exceptions=True)
-        await self.settler.close()
-        await self.depth.refresh()  # leave the gauges true for a last scrape
+        # SQS unreachable, or silent, must not hold the stop: every last call has a deadline.
+        final = polls_end + FINAL_CALLS_SECONDS
+        await self.settler.close(until=final)
+        with contextlib.suppress(TimeoutError):  # the gauges stay as last read
+            await asyncio.wait_for(self.depth.refresh(), max(0.0, final - time.monotonic()))
         self._caller.close()
         report = self.report()
         report.interrupted = interrupted
