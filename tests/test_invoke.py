@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from worker.errors import GeneratorHandlerError, HandlerTimeoutError
-from worker.invoke import Caller
+from worker.invoke import Caller, HandlerStillRunning
 
 
 def plainly_wrapped(function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
@@ -121,3 +122,41 @@ class TestGenerators:
 
         call = await caller.call(wrapper, ("order-1",), deadline=time.monotonic() + 5)
         assert isinstance(call.error, GeneratorHandlerError)
+
+
+def stubborn(release: asyncio.Event) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A handler that swallows its cancellation (a bare except in a loop) until ``release``."""
+
+    async def handler() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)
+
+    return handler
+
+
+class TestCoroutinesThatWillNotStop:
+    """A coroutine that swallows its cancellation is abandoned and handed back, to be waited for."""
+
+    async def test_past_its_budget(self, caller: Caller) -> None:
+        release = asyncio.Event()
+        call = await caller.call(stubborn(release), (), deadline=time.monotonic() + 0.1)
+        assert isinstance(call.error, HandlerTimeoutError)
+        assert isinstance(call.running, asyncio.Task)
+        assert not call.running.done()
+        assert caller.coroutines_running == 1
+        release.set()
+        await asyncio.wait({call.running})
+        assert caller.coroutines_running == 0
+
+    async def test_cancelled_at_shutdown(self, caller: Caller) -> None:
+        release = asyncio.Event()
+        waiting = asyncio.create_task(
+            caller.call(stubborn(release), (), deadline=time.monotonic() + 60)
+        )
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with pytest.raises(HandlerStillRunning):
+            await waiting
+        assert caller.coroutines_running == 1
+        release.set()

@@ -198,6 +198,66 @@ class TestGracefulShutdown:
         assert await depth(queues, queues.queue_url) == (1, 0)
         assert any(e["event"] == "worker.threads_left_running" for e in worker.events())
 
+    async def test_a_thread_a_handler_left_running_does_not_keep_the_process_alive(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        source = (
+            "import threading, time\n\n"
+            "def handle(message):\n"
+            "    threading.Thread(target=time.sleep, args=(3600,), name='left-behind').start()\n"
+        )
+        async with user_handler(tmp_path, queues, source) as worker:
+            await send(queues, "starts-a-thread")
+            await eventually(lambda: "message.deleted" in worker.err)
+            worker.signal(signal.SIGTERM)
+            # It used to wait for that thread: still running 40 s later.
+            assert await worker.exit_code() == 0
+        forced = next(e for e in worker.events() if e["event"] == "worker.exit_forced")
+        assert forced["threads"] == ["left-behind"]
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
+    async def test_an_async_handler_that_swallows_cancellation(
+        self, moto_endpoint: str, tmp_path: Path
+    ) -> None:
+        queues = await make_queues(moto_endpoint, visibility_timeout=3)
+        source = (
+            "import asyncio, os, pathlib\n\n"
+            "async def handle(message):\n"
+            "    with (pathlib.Path(os.environ['TEST_MARKERS']) / 'calls').open('a') as calls:\n"
+            "        calls.write(message.body + '\\n')\n"
+            "    while True:\n"
+            "        try:\n"
+            "            await asyncio.sleep(0.1)\n"
+            "        except BaseException:  # a bare except in a loop: cancellation is lost\n"
+            "            pass\n"
+        )
+        calls = tmp_path / "calls"
+        async with user_handler(
+            tmp_path,
+            queues,
+            source,
+            WORKER_MAX_PROCESSING_SECONDS="1",
+            WORKER_BACKOFF_BASE_SECONDS="0.1",
+            WORKER_BACKOFF_MAX_SECONDS="0.1",
+            WORKER_SHUTDOWN_TIMEOUT="2",
+        ) as worker:
+            await send(queues, "never-ends")
+            await eventually(calls.exists)
+            # Past its budget (1 s) and the grace of its cancellation (1 s), its retry would
+            # come 0.1 s later: it must not run beside the coroutine that is still running.
+            await asyncio.sleep(4)
+            assert calls.read_text(encoding="utf-8").split() == ["never-ends"]
+            assert "message.handler_still_running" in worker.err
+            worker.signal(signal.SIGTERM)
+            assert await worker.exit_code() == 0
+        names = [e["event"] for e in worker.events()]
+        assert "message.left_to_visibility_timeout" in names
+        assert "message.released" not in names  # not handed to a retry beside it
+        left = next(e for e in worker.events() if e["event"] == "worker.threads_left_running")
+        assert left["coroutines"] == 1
+        # The process is gone: the message comes back after its visibility timeout.
+        await eventually(lambda: _depth_is(queues, (1, 0)))
+
     async def test_second_signal_exits_at_once(self, queues: Queues, tmp_path: Path) -> None:
         async with worker_process(
             tmp_path,
@@ -344,17 +404,31 @@ class TestStartup:
         assert "Traceback" not in worker.err
 
 
-async def refused_handler(queues: Queues, tmp_path: Path, source: str, function: str) -> str:
-    """The error line of a worker refusing ``function`` of a module with ``source`` (exit 2)."""
+@asynccontextmanager
+async def user_handler(
+    tmp_path: Path, queues: Queues, source: str, function: str = "handle", **variables: str
+) -> AsyncIterator[Process]:
+    """``worker run`` with ``user_code:FUNCTION`` from a module of ``source``."""
     directory = tmp_path / "code"
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     (directory / "user_code.py").write_text(source, encoding="utf-8")
     async with worker_process(
         tmp_path,
         "run",
         **run_args(queues, f"user_code:{function}"),
         WORKER_HANDLER_PATH=str(directory),
+        **variables,
     ) as worker:
+        yield worker
+
+
+async def _depth_is(queues: Queues, expected: tuple[int, int]) -> bool:
+    return await depth(queues, queues.queue_url) == expected
+
+
+async def refused_handler(queues: Queues, tmp_path: Path, source: str, function: str) -> str:
+    """The error line of a worker refusing ``function`` of a module with ``source`` (exit 2)."""
+    async with user_handler(tmp_path, queues, source, function) as worker:
         assert await worker.exit_code() == 2
     assert "Traceback" not in worker.err, worker.err
     # After the JSON lines of the start (the queue was reached), one line for the operator.

@@ -3,7 +3,9 @@
 Both kinds get the same processing budget. An ``async def`` handler over budget is cancelled; a
 plain function cannot be stopped from outside its thread, so it is abandoned: its message is
 failed as a timeout at once, and :attr:`Call.running` lets the caller keep the handler's slot
-until the thread really ends, so abandoned threads never push the pool past its limit.
+until the thread really ends, so abandoned threads never push the pool past its limit. A
+coroutine that swallows its cancellation is abandoned the same way, and :attr:`Call.running`
+tells the caller to hold its messages too until it ends, so that no retry runs beside it.
 
 Whatever a handler raises, ``SystemExit`` and ``KeyboardInterrupt`` included, fails only the
 message it was handling; it never unwinds the worker.
@@ -30,6 +32,14 @@ from worker.errors import GeneratorHandlerError, HandlerExitError, HandlerTimeou
 
 # How long a cancelled coroutine may take to unwind before it is abandoned.
 _CANCEL_GRACE_SECONDS = 1.0
+
+
+class HandlerStillRunning(asyncio.CancelledError):
+    """The call was cancelled, but its coroutine would not stop (it swallows cancellation).
+
+    Its messages must not be given back while it runs, or their retry would run beside it: they
+    are left to their visibility timeout, by when the process has exited.
+    """
 
 
 @dataclass(slots=True)
@@ -134,6 +144,11 @@ class Caller:
         """Plain-function handlers still running in their threads, abandoned or not."""
         return len(self._threads)
 
+    @property
+    def coroutines_running(self) -> int:
+        """``async def`` handlers that would not stop when cancelled, still running."""
+        return sum(isinstance(call, asyncio.Task) for call in self._abandoned)
+
     async def call(
         self, function: Callable[..., Any], args: tuple[Any, ...], *, deadline: float
     ) -> Call:
@@ -158,12 +173,15 @@ class Caller:
         try:
             done = await _finished_by(running, deadline)
         except asyncio.CancelledError:
-            # Shutdown ran out of time: stop a coroutine; a thread cannot be stopped, so it is
-            # left to finish while the process exits.
-            if isinstance(running, asyncio.Task):
-                running.cancel()
-            else:
+            # Shutdown ran out of time. A thread cannot be stopped: it is left to finish while
+            # the process exits. A coroutine is cancelled and given a moment to stop.
+            if not isinstance(running, asyncio.Task):
                 self._abandon(running)
+                raise
+            running.cancel()
+            if not await _finished_by(running, time.monotonic() + _CANCEL_GRACE_SECONDS):
+                self._abandon(running)
+                raise HandlerStillRunning from None
             raise
         if done:
             return _result(running)

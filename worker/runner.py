@@ -30,6 +30,7 @@ from worker.capacity import Capacity
 from worker.errors import MalformedMessageError
 from worker.filtering import FilterCriteria
 from worker.handlers import Adapter, Invocation
+from worker.invoke import HandlerStillRunning
 from worker.lease import Lease, LeaseKeeper
 from worker.metrics import Metrics
 from worker.outcome import HELD_FOR_ORDER, Failure, FailureReason, Outcome, Released
@@ -306,6 +307,11 @@ class Runner:
         try:
             try:
                 invocation = await self._adapter(batch, deadline)
+                if isinstance(invocation.running, asyncio.Task):
+                    await self._hold(batch, invocation.running)
+            except HandlerStillRunning:
+                self._leave(batch)
+                raise
             except asyncio.CancelledError:
                 # Shutdown ran out of time: the handler was interrupted, not at fault.
                 self.give_back(batch)
@@ -323,6 +329,29 @@ class Runner:
         finally:
             reset_contextvars(**tokens)
         return invocation
+
+    async def _hold(self, batch: list[Lease], running: asyncio.Task[Any]) -> None:
+        """Keep ``batch`` until the coroutine that would not stop ends, then let it settle.
+
+        Its messages stay invisible (extended, up to SQS's 12 hours) so that their retry does not
+        run beside it, as no two calls of an ``async def`` handler on one message ever do. The
+        slot stays taken too, and liveness fails once every slot is held so.
+        """
+        log.warning("message.handler_still_running", after_seconds=self._budget)
+        self._keeper.keep_past_budget(batch)
+        try:
+            await asyncio.wait({running})
+        except asyncio.CancelledError:
+            raise HandlerStillRunning from None
+
+    def _leave(self, batch: list[Lease]) -> None:
+        """Shutdown, with the handler of ``batch`` still running: its messages are neither
+        released nor extended, but come back after their visibility timeout, when this process
+        is gone and cannot run the handler beside their retry."""
+        for lease in batch:
+            lease.settling = True
+            self._keeper.forget(lease)
+        log.warning("message.left_to_visibility_timeout", messages=len(batch))
 
     def _settle(self, lease: Lease, outcome: Outcome, duration: float, *, in_batch: bool) -> None:
         extra: dict[str, Any] = {}

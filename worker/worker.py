@@ -70,6 +70,7 @@ log = structlog.get_logger("worker")
 # own exit (worker.cli), a stop takes at most max(shutdown timeout, wait time) + 5 s.
 _POLL_GRACE_SECONDS = 2.0
 FINAL_CALLS_SECONDS = 4.0
+EXIT_SECONDS = 1.0
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Report:
     interrupted: int = 0
     stop_reason: str = ""
     threads_left_running: int = 0
+    coroutines_left_running: int = 0
 
 
 class Worker:
@@ -223,6 +225,16 @@ class Worker:
             self._stop.set()
 
     @property
+    def stop_seconds(self) -> float:
+        """The longest a stop takes, from :meth:`stop` to the end of the process (worker.cli).
+
+        Handlers get the shutdown timeout, open long polls their wait time, then the last calls
+        to SQS and the process's own exit share what is left.
+        """
+        waited = max(self.settings.shutdown_timeout, self.settings.wait_time_seconds)
+        return waited + FINAL_CALLS_SECONDS + EXIT_SECONDS
+
+    @property
     def stopping(self) -> bool:
         """Whether a shutdown has begun."""
         return self._stop.is_set()
@@ -307,6 +319,7 @@ class Worker:
             extension_failures=self.keeper.extension_failures,
             stop_reason=self.stop_reason,
             threads_left_running=self._caller.threads_running,
+            coroutines_left_running=self._caller.coroutines_running,
         )
 
     async def _watch_idle(self, idle_seconds: float) -> None:
