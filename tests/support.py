@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from worker.config import Settings
 from worker.handlers import Handler
+from worker.lease import Lease
 from worker.provision import provision
+from worker.runner import Runner
 from worker.sqs import open_sns, open_sqs
 from worker.worker import Report, Worker, serve
 
@@ -268,3 +271,18 @@ async def running_worker(
     finally:
         running.worker.stop("test finished")
         running.report = await asyncio.wait_for(task, timeout=60)
+
+
+POLLER_BUG = "a bug between receiving and starting handlers"
+
+
+def break_pollers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every poller die of a bug as soon as it has received messages.
+
+    Pollers catch every error talking to SQS, so only a bug ends one; this stands in for it.
+    """
+
+    def defective(runner: Runner, leases: list[Lease], slots: int) -> None:
+        raise RuntimeError(POLLER_BUG)
+
+    monkeypatch.setattr(Runner, "start", defective)

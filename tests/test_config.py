@@ -259,6 +259,17 @@ class TestProblems:
         assert problem.startswith(f"{variable}: ")
         assert match in problem
 
+    @pytest.mark.parametrize("threshold", ["0.5", "1", "1.99"])
+    def test_liveness_threshold_below_twice_the_heartbeat(
+        self, monkeypatch: pytest.MonkeyPatch, threshold: str
+    ) -> None:
+        # The loop beats once a second: at 0.5, 9 of 20 probes of an idle worker failed.
+        monkeypatch.setenv("WORKER_LIVENESS_THRESHOLD_SECONDS", threshold)
+        assert problems_of() == [
+            "WORKER_LIVENESS_THRESHOLD_SECONDS: Input should be greater than or equal to 2 "
+            f"(got {threshold!r})"
+        ]
+
     def test_unknown_variable_with_suggestion(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("WORKER_CONCURENCY", "5")
         assert problems_of() == [
@@ -564,6 +575,43 @@ class TestCommandLine:
         err = capsys.readouterr().err
         assert err.count("\n") == 1
         assert "WORKER_HANDLER: must be 'package.module:function'" in err
+
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            pytest.param(
+                "http://",
+                "not a valid URL: its host must be a name (letters, digits, '-', '.') "
+                "or an address",
+                id="no-host",
+            ),
+            pytest.param("http://[::1", "not a valid URL (Invalid IPv6 URL)", id="open-bracket"),
+            pytest.param(
+                "http://localhost:port",
+                "not a valid URL (Port could not be cast to integer value as 'port')",
+                id="port-not-a-number",
+            ),
+        ],
+    )
+    def test_an_endpoint_that_is_no_url(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        url: str,
+        problem: str,
+    ) -> None:
+        # These passed validation, and botocore's ValueError reached the operator as a traceback.
+        monkeypatch.setenv("WORKER_ENDPOINT_URL", url)
+        assert main(["run", "--queue", "q", "--handler", "a:b"]) == 2
+        assert capsys.readouterr().err == (
+            f"worker: configuration error: WORKER_ENDPOINT_URL: {problem} (got {url!r})\n"
+        )
+
+    @pytest.mark.parametrize(
+        "url", ["http://localhost:4566", "http://[::1]:4566", "https://sqs.eu-west-1.amazonaws.com"]
+    )
+    def test_endpoints_that_are_urls(self, url: str) -> None:
+        assert Settings(endpoint_url=url).endpoint_url == url
 
 
 class TestLambdaBatching:

@@ -8,8 +8,14 @@ invariant (tests/invariant.py) is checked across processes, including one killed
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import json
+import logging
+import os
+import re
 import signal
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -18,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from tests.faults import Fault, FaultProxy, Rule
 from tests.invariant import Ledger
-from tests.support import REGION, Queues, eventually, make_queues
+from tests.support import REGION, Queues, depth, eventually, make_queues
 from tests.test_process import ROOT, Process, run_args, worker_env, worker_process
-from worker.config import Settings
+from worker.config import LogFormat, LogLevel, Settings
+from worker.logs import configure_logging, lines_dropped
 from worker.sqs import open_sqs
 
 pytestmark = pytest.mark.slow
@@ -343,3 +351,71 @@ class TestStartupFaults:
         assert one_clear_line(worker) == (
             f"worker: the DLQ {dlq_arn} named by the RedrivePolicy of {url} does not exist"
         )
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a worker whose log line naming its port is lost)."""
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return int(probe_socket.getsockname()[1])
+
+
+class TestBrokenLogStream:
+    """A log stream that refuses every write (a closed pipe; a full disk acts the same) costs
+    log lines, counted, and nothing else: failures reach the DLQ and SIGTERM stops the worker."""
+
+    def test_a_failed_write_is_dropped_and_counted_never_raised(self) -> None:
+        class Full(io.StringIO):
+            def write(self, text: str) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        configure_logging(LogLevel.DEBUG, LogFormat.JSON, stream=Full())
+        structlog.get_logger("worker").warning("message.failed", reason="handler_error")
+        logging.getLogger("botocore").warning("a library's own line")
+        assert lines_dropped() == 2
+
+    async def test_stderr_a_closed_pipe(self, queues: Queues, tmp_path: Path) -> None:
+        ledger = Ledger(markers=tmp_path)
+        poison = await ledger.publish(queues, 3, kind="poison")
+        port = free_port()
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # every write to stderr now fails with EPIPE
+        env = {
+            **worker_env(tmp_path, **run_args(queues, RECORD)),
+            "WORKER_HTTP_PORT": str(port),
+            # As reported: at debug level the worker used to die at its first line instead.
+            "WORKER_LOG_LEVEL": "warning",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker",
+            "run",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=write_end,
+            env=env,
+            cwd=ROOT,
+        )
+        os.close(write_end)
+        try:
+            await eventually(
+                lambda: _depth_is(queues, queues.dlq_url, (len(poison), 0)), timeout=60
+            )
+            status, _ = await asyncio.to_thread(probe, port)
+            assert status == 200
+            metrics = (await asyncio.to_thread(probe, port, "/metrics"))[1]
+            dropped = re.search(r"^worker_log_lines_dropped_total\{[^}]*\} (\S+)$", metrics, re.M)
+            assert dropped is not None
+            assert float(dropped.group(1)) >= len(poison) * queues.max_receive_count
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
+
+async def _depth_is(queues: Queues, url: str, expected: tuple[int, int]) -> bool:
+    return await depth(queues, url) == expected

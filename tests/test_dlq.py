@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -193,6 +193,38 @@ class TestRedrive:
         moved = await drain(queues, queues.queue_url, expect=3)
         assert sorted(json.loads(m["Body"])["type"] for m in moved) == ["order"] * 3
         assert await depth(queues, queues.dlq_url) == (2, 0)  # given back at once
+
+    async def test_filter_on_a_number_beyond_decimal_range(self, queues: Queues) -> None:
+        # Valid JSON that once raised decimal.InvalidOperation in the numeric matcher: the
+        # command ended with a traceback, the message neither moved nor reported.
+        huge = '{"amount": 1e99999999999999999999}'
+        await seed(queues, huge, '{"amount": -1}')
+        where = ("--queue", queues.queue_url, "--endpoint-url", queues.endpoint_url)
+        pattern = '{"body": {"amount": [{"numeric": [">", 0]}]}}'
+        code, out, err = await cli("dlq", "redrive", *where, "--filter", pattern, "--hold", "30")
+        assert (code, "Traceback" in err) == (0, False), err
+        assert "1 did not match the filter and stay in the DLQ" in out
+        moved = await drain(queues, queues.queue_url, expect=1)
+        assert [message["Body"] for message in moved] == [huge]
+
+    async def test_a_body_the_filter_cannot_read_stays_in_the_dlq(
+        self, queues: Queues, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        matches = FilterCriteria.matches
+
+        def defective(criteria: FilterCriteria, record: Mapping[str, Any]) -> bool:
+            if record["body"] == "defect":
+                raise ArithmeticError("a defect in the filter")
+            return matches(criteria, record)
+
+        monkeypatch.setattr(FilterCriteria, "matches", defective)
+        await seed(queues, "defect", "plain")
+        criteria = FilterCriteria.from_pattern('{"body": ["plain", "defect"]}')
+        result = await dlq.run_redrive(
+            queues.settings(), dlq.RedrivePlan(criteria=criteria, hold_seconds=30)
+        )
+        assert (result.moved, result.skipped) == (1, 1)
+        assert await depth(queues, queues.dlq_url) == (1, 0)
 
     async def test_max_and_rate(self, queues: Queues) -> None:
         await seed(queues, *(f"m{n}" for n in range(8)))

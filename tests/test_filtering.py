@@ -547,6 +547,28 @@ class TestNumeric:
         assert not passes(pattern, DOC_BODY)
         assert passes(pattern, DOC_BODY.replace("1234", "10000"))
 
+    @pytest.mark.parametrize(
+        ("value", "positive"),
+        [
+            pytest.param("1e99999999999999999999", True, id="huge"),
+            pytest.param("-1e99999999999999999999", False, id="huge-negative"),
+            pytest.param("1e-99999999999999999999", True, id="tiny"),
+            pytest.param("-2.5e-99999999999999999999", False, id="tiny-negative"),
+            pytest.param("0.0e99999999999999999999", False, id="zero"),
+        ],
+    )
+    def test_exponents_beyond_decimal_range(self, value: str, positive: bool) -> None:
+        # Valid JSON that Decimal cannot hold: once raised InvalidOperation out of the matcher,
+        # which killed the poller that had received it.
+        assert field([{"numeric": [">", 0]}], f'{{"field": {value}}}') is positive
+        assert field([{"numeric": ["<", 0]}], f'{{"field": {value}}}') is (
+            not positive and "0.0" not in value
+        )
+
+    def test_a_bound_beyond_decimal_range(self) -> None:
+        pattern = '{"body": {"field": [{"numeric": ["<", 1e99999999999999999999]}]}}'
+        assert FilterCriteria.from_pattern(pattern).matches(record('{"field": 5e300}'))
+
     def test_several_ranges_are_ored(self) -> None:
         rules = [{"numeric": ["<", 0]}, {"numeric": [">", 100]}]
         assert field(rules, '{"field": -1}')

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
+import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -14,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from worker import cli
 from worker.errors import StartupError
 from worker.health import Health
-from worker.http import StatusServer
+from worker.http import MAX_CONNECTIONS, StatusServer
 
 
 class Clock:
@@ -198,3 +201,33 @@ class TestListenAddress:
         with pytest.raises(StartupError) as raised:
             StatusServer("2001:db8::1", 0, CollectorRegistry(), Health(loop_block_threshold=10))
         assert str(raised.value).startswith("cannot listen on [2001:db8::1]:0: ")
+
+
+class TestConnections:
+    """Few connections at once, each timed out: half-sent requests cannot pile up threads."""
+
+    def test_half_sent_requests_hold_a_few_threads_and_are_closed(self) -> None:
+        with serving("127.0.0.1") as server, contextlib.ExitStack() as open_sockets:
+            idle = _connection_threads()
+            stalled = []
+            for _ in range(4 * MAX_CONNECTIONS):
+                connection = open_sockets.enter_context(
+                    socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                )
+                connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: worker\r\n")  # no blank line
+                stalled.append(connection)
+            # One more connection, accepted after all of those, past the cap: refused.
+            with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+                _get(f"http://127.0.0.1:{server.port}/healthz")
+            assert _connection_threads() - idle <= MAX_CONNECTIONS
+            # Each is closed by the server: at once past the cap, after the timeout below it.
+            for connection in stalled:
+                with contextlib.suppress(ConnectionResetError):
+                    assert connection.recv(1024) == b""
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics") as response:
+                assert response.status == 200  # served again
+
+
+def _connection_threads() -> int:
+    """Threads serving a connection of a status server in this process."""
+    return sum("process_request_thread" in thread.name for thread in threading.enumerate())

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
-from worker.errors import HandlerTimeoutError
-from worker.invoke import Caller
+from worker.errors import GeneratorHandlerError, HandlerTimeoutError
+from worker.invoke import Caller, HandlerStillRunning
 
 
 def plainly_wrapped(function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
@@ -79,3 +80,83 @@ class TestAwaitableFromAPlainFunction:
         call = await caller.call(lambda: response, (), deadline=time.monotonic() + 5)
         assert call.error is None
         assert call.value is response
+
+
+class TestGenerators:
+    """A call that returns a generator ran none of the handler's code: it fails, loudly."""
+
+    async def test_a_generator_function(self, caller: Caller) -> None:
+        ran: list[str] = []
+
+        def handler(body: str) -> Iterator[None]:
+            ran.append(body)
+            yield  # stray
+
+        call = await caller.call(handler, ("order-1",), deadline=time.monotonic() + 5)
+        assert isinstance(call.error, GeneratorHandlerError)
+        assert (
+            str(call.error)
+            == "handler returned a generator, so none of its code ran (a stray yield?)"
+        )
+        assert ran == []
+
+    async def test_an_async_generator_function(self, caller: Caller) -> None:
+        ran: list[str] = []
+
+        async def handler(body: str) -> AsyncIterator[None]:
+            ran.append(body)
+            yield
+
+        call = await caller.call(handler, ("order-1",), deadline=time.monotonic() + 5)
+        assert isinstance(call.error, GeneratorHandlerError)
+        assert "an async generator" in str(call.error)
+        assert ran == []
+
+    async def test_a_generator_behind_a_plain_decorator(self, caller: Caller) -> None:
+        def generates(body: str) -> Iterator[str]:
+            yield body
+
+        @functools.wraps(generates)
+        def wrapper(body: str) -> Iterator[str]:
+            return generates(body)
+
+        call = await caller.call(wrapper, ("order-1",), deadline=time.monotonic() + 5)
+        assert isinstance(call.error, GeneratorHandlerError)
+
+
+def stubborn(release: asyncio.Event) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A handler that swallows its cancellation (a bare except in a loop) until ``release``."""
+
+    async def handler() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)
+
+    return handler
+
+
+class TestCoroutinesThatWillNotStop:
+    """A coroutine that swallows its cancellation is abandoned and handed back, to be waited for."""
+
+    async def test_past_its_budget(self, caller: Caller) -> None:
+        release = asyncio.Event()
+        call = await caller.call(stubborn(release), (), deadline=time.monotonic() + 0.1)
+        assert isinstance(call.error, HandlerTimeoutError)
+        assert isinstance(call.running, asyncio.Task)
+        assert not call.running.done()
+        assert caller.coroutines_running == 1
+        release.set()
+        await asyncio.wait({call.running})
+        assert caller.coroutines_running == 0
+
+    async def test_cancelled_at_shutdown(self, caller: Caller) -> None:
+        release = asyncio.Event()
+        waiting = asyncio.create_task(
+            caller.call(stubborn(release), (), deadline=time.monotonic() + 60)
+        )
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with pytest.raises(HandlerStillRunning):
+            await waiting
+        assert caller.coroutines_running == 1
+        release.set()

@@ -396,7 +396,7 @@ class TestMalformedEnvelope:
             ),
             pytest.param(
                 {"Timestamp": "yesterday"},
-                "Timestamp is not a date: 'yesterday'",
+                "Timestamp is not an ISO 8601 date",
                 id="timestamp-not-a-date",
             ),
             pytest.param({"Subject": 7}, "field Subject is not a string", id="subject-number"),
@@ -417,12 +417,12 @@ class TestMalformedEnvelope:
             ),
             pytest.param(
                 {"MessageAttributes": {"kind": {"Type": "Integer", "Value": "1"}}},
-                "attribute 'kind' has type 'Integer'",
+                "attribute 'kind' has a Type that is not Binary, Number, String, String.Array",
                 id="attribute-unknown-type",
             ),
             pytest.param(
                 {"MessageAttributes": {"kind": {"Value": "created"}}},
-                "attribute 'kind' has type None",
+                "attribute 'kind' has a Type that is not Binary",
                 id="attribute-no-type",
             ),
             pytest.param(

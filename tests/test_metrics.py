@@ -314,9 +314,9 @@ class TestEndpoints:
                 time.sleep(0.2)
 
         async def blocks_the_loop(message: Message) -> None:
-            time.sleep(3)  # noqa: ASYNC251 -- the very mistake liveness must catch
+            time.sleep(4)  # noqa: ASYNC251 -- the very mistake liveness must catch
 
-        settings = queues.settings(liveness_threshold_seconds=1)
+        settings = queues.settings(liveness_threshold_seconds=2)  # the least allowed
         async with running_worker(settings, blocks_the_loop) as running:
             assert running.worker.http_port is not None
             prober = threading.Thread(target=probe, args=(running.worker.http_port,))

@@ -198,6 +198,66 @@ class TestGracefulShutdown:
         assert await depth(queues, queues.queue_url) == (1, 0)
         assert any(e["event"] == "worker.threads_left_running" for e in worker.events())
 
+    async def test_a_thread_a_handler_left_running_does_not_keep_the_process_alive(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        source = (
+            "import threading, time\n\n"
+            "def handle(message):\n"
+            "    threading.Thread(target=time.sleep, args=(3600,), name='left-behind').start()\n"
+        )
+        async with user_handler(tmp_path, queues, source) as worker:
+            await send(queues, "starts-a-thread")
+            await eventually(lambda: "message.deleted" in worker.err)
+            worker.signal(signal.SIGTERM)
+            # It used to wait for that thread: still running 40 s later.
+            assert await worker.exit_code() == 0
+        forced = next(e for e in worker.events() if e["event"] == "worker.exit_forced")
+        assert forced["threads"] == ["left-behind"]
+        assert await depth(queues, queues.queue_url) == (0, 0)
+
+    async def test_an_async_handler_that_swallows_cancellation(
+        self, moto_endpoint: str, tmp_path: Path
+    ) -> None:
+        queues = await make_queues(moto_endpoint, visibility_timeout=3)
+        source = (
+            "import asyncio, os, pathlib\n\n"
+            "async def handle(message):\n"
+            "    with (pathlib.Path(os.environ['TEST_MARKERS']) / 'calls').open('a') as calls:\n"
+            "        calls.write(message.body + '\\n')\n"
+            "    while True:\n"
+            "        try:\n"
+            "            await asyncio.sleep(0.1)\n"
+            "        except BaseException:  # a bare except in a loop: cancellation is lost\n"
+            "            pass\n"
+        )
+        calls = tmp_path / "calls"
+        async with user_handler(
+            tmp_path,
+            queues,
+            source,
+            WORKER_MAX_PROCESSING_SECONDS="1",
+            WORKER_BACKOFF_BASE_SECONDS="0.1",
+            WORKER_BACKOFF_MAX_SECONDS="0.1",
+            WORKER_SHUTDOWN_TIMEOUT="2",
+        ) as worker:
+            await send(queues, "never-ends")
+            await eventually(calls.exists)
+            # Past its budget (1 s) and the grace of its cancellation (1 s), its retry would
+            # come 0.1 s later: it must not run beside the coroutine that is still running.
+            await asyncio.sleep(4)
+            assert calls.read_text(encoding="utf-8").split() == ["never-ends"]
+            assert "message.handler_still_running" in worker.err
+            worker.signal(signal.SIGTERM)
+            assert await worker.exit_code() == 0
+        names = [e["event"] for e in worker.events()]
+        assert "message.left_to_visibility_timeout" in names
+        assert "message.released" not in names  # not handed to a retry beside it
+        left = next(e for e in worker.events() if e["event"] == "worker.threads_left_running")
+        assert left["coroutines"] == 1
+        # The process is gone: the message comes back after its visibility timeout.
+        await eventually(lambda: _depth_is(queues, (1, 0)))
+
     async def test_second_signal_exits_at_once(self, queues: Queues, tmp_path: Path) -> None:
         async with worker_process(
             tmp_path,
@@ -254,6 +314,43 @@ class TestStartup:
         )
         assert "Traceback" not in worker.err
 
+    @pytest.mark.parametrize("function", ["handle", "handle_async"])
+    async def test_a_generator_function_is_refused(
+        self, queues: Queues, tmp_path: Path, function: str
+    ) -> None:
+        # A stray yield: calling it runs none of its code, and every message would "succeed".
+        code = await refused_handler(
+            queues,
+            tmp_path,
+            "def handle(message):\n    yield\n\nasync def handle_async(message):\n    yield\n",
+            function,
+        )
+        assert code == (
+            f"worker: configuration error: WORKER_HANDLER=user_code:{function}: {function} is a "
+            "generator function (a yield in its body), not a handler"
+        )
+
+    @pytest.mark.parametrize(
+        ("raised", "shown"),
+        [
+            pytest.param(
+                "class Halt(BaseException):\n    pass\n\nraise Halt('no licence')",
+                "Halt: no licence",
+                id="base-exception-subclass",
+            ),
+            pytest.param("raise KeyboardInterrupt", "KeyboardInterrupt", id="keyboard-interrupt"),
+        ],
+    )
+    async def test_a_module_that_raises_a_base_exception_at_import(
+        self, queues: Queues, tmp_path: Path, raised: str, shown: str
+    ) -> None:
+        # These were a traceback, and KeyboardInterrupt a silent exit with code 130.
+        line = await refused_handler(queues, tmp_path, raised, "handle")
+        assert line == (
+            "worker: configuration error: WORKER_HANDLER=user_code:handle: "
+            f"importing user_code failed: {shown}"
+        )
+
     async def test_missing_queue(self, moto_endpoint: str, tmp_path: Path) -> None:
         async with worker_process(
             tmp_path,
@@ -305,6 +402,38 @@ class TestStartup:
             assert await worker.exit_code() == 1
         assert worker.err.strip().startswith("worker: cannot read queue")
         assert "Traceback" not in worker.err
+
+
+@asynccontextmanager
+async def user_handler(
+    tmp_path: Path, queues: Queues, source: str, function: str = "handle", **variables: str
+) -> AsyncIterator[Process]:
+    """``worker run`` with ``user_code:FUNCTION`` from a module of ``source``."""
+    directory = tmp_path / "code"
+    directory.mkdir(exist_ok=True)
+    (directory / "user_code.py").write_text(source, encoding="utf-8")
+    async with worker_process(
+        tmp_path,
+        "run",
+        **run_args(queues, f"user_code:{function}"),
+        WORKER_HANDLER_PATH=str(directory),
+        **variables,
+    ) as worker:
+        yield worker
+
+
+async def _depth_is(queues: Queues, expected: tuple[int, int]) -> bool:
+    return await depth(queues, queues.queue_url) == expected
+
+
+async def refused_handler(queues: Queues, tmp_path: Path, source: str, function: str) -> str:
+    """The error line of a worker refusing ``function`` of a module with ``source`` (exit 2)."""
+    async with user_handler(tmp_path, queues, source, function) as worker:
+        assert await worker.exit_code() == 2
+    assert "Traceback" not in worker.err, worker.err
+    # After the JSON lines of the start (the queue was reached), one line for the operator.
+    (line,) = [line for line in worker.err.splitlines() if not line.startswith("{")]
+    return line
 
 
 class TestCommands:

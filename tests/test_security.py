@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import urllib.error
 import urllib.request
 
 import pytest
+import structlog
 
-from tests.support import Queues, eventually, running_worker, send
+from tests.support import POLLER_BUG, Queues, break_pollers, eventually, running_worker, send
 from worker import Message
 from worker.config import LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError
+from worker.handlers import Handler
 from worker.logs import configure_logging
 from worker.provision import topic_only_policy
 
 BODY_MARKER = "card-4111-1111-1111-1111"
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"  # noqa: S105 -- a made-up key to look for
+LOCAL_CARD = "card-5500-0000-0000-0004"  # held in a handler's local variable, never in a body
 
 
 async def failing(message: Message) -> None:
@@ -26,11 +30,17 @@ async def failing(message: Message) -> None:
     raise ValueError("declined")
 
 
-async def logs_of_a_failing_run(queues: Queues, **overrides: object) -> str:
+async def logs_of_a_failing_run(
+    queues: Queues,
+    body: str = json.dumps({"payment": BODY_MARKER}),
+    handler: Handler = failing,
+    **overrides: object,
+) -> str:
+    """The JSON logs of a worker that fails ``body`` once with ``handler``."""
     stream = io.StringIO()
     configure_logging(LogLevel.DEBUG, LogFormat.JSON, stream=stream)
-    await send(queues, json.dumps({"payment": BODY_MARKER}))
-    async with running_worker(queues.settings(**overrides), failing) as running:
+    await send(queues, body)
+    async with running_worker(queues.settings(**overrides), handler) as running:
         await eventually(lambda: running.worker.runner.counts["failed"] >= 1)
     return stream.getvalue()
 
@@ -54,6 +64,59 @@ class TestLogs:
         )
         assert '"event": "worker.started"' in logs
         assert SECRET not in logs
+
+
+class TestTracebacks:
+    """Logged tracebacks show frames, never their locals, which hold bodies and receipt handles."""
+
+    async def test_a_handlers_logged_exception_shows_no_body_and_no_locals(
+        self, queues: Queues
+    ) -> None:
+        async def logs_and_fails(message: Message) -> None:
+            order = message.json()
+            card = LOCAL_CARD  # what a handler computes from the body: in its locals only
+            try:
+                order["customer"]["id"]
+            except KeyError:
+                structlog.get_logger("orders").exception("order.unreadable", card_kind=len(card))
+                logging.getLogger("orders").exception("order unreadable")
+                raise
+
+        logs = await logs_of_a_failing_run(queues, handler=logs_and_fails)
+        assert '"event": "order.unreadable"' in logs
+        assert '"event": "order unreadable"' in logs
+        assert '"frames": [{' in logs  # the traceback is there, frame by frame
+        assert BODY_MARKER not in logs
+        assert LOCAL_CARD not in logs
+
+    async def test_a_dead_pollers_traceback_shows_no_message(
+        self, queues: Queues, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        break_pollers(monkeypatch)
+        stream = io.StringIO()
+        configure_logging(LogLevel.DEBUG, LogFormat.JSON, stream=stream)
+        await send(queues, json.dumps({"payment": BODY_MARKER}))
+        async with running_worker(queues.settings(pollers=1), failing) as running:
+            await eventually(lambda: not running.worker.health.liveness().ok)
+        died = [line for line in stream.getvalue().splitlines() if "worker.poller_died" in line]
+        assert len(died) == 1
+        assert POLLER_BUG in died[0]
+        assert "ReceiptHandle" not in died[0]
+        assert BODY_MARKER not in died[0]
+
+    async def test_a_bad_envelope_is_described_without_its_content(self, queues: Queues) -> None:
+        envelope = {
+            "Type": "Notification",
+            "MessageId": "m-1",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:orders",
+            "Message": "{}",
+            "Timestamp": BODY_MARKER,
+            "MessageAttributes": {},
+        }
+        logs = await logs_of_a_failing_run(queues, json.dumps(envelope))
+        failed = [json.loads(line) for line in logs.splitlines() if "message.failed" in line]
+        assert failed[0]["error"] == "SNS envelope Timestamp is not an ISO 8601 date"
+        assert BODY_MARKER not in logs
 
 
 class TestSecrets:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import os
 import signal
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -212,45 +214,97 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def _flush_output() -> None:
+    """Flush stdout and stderr before ``os._exit``; a broken stream must not stop the exit."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def _say(line: str) -> None:
+    """One line on stderr for the operator, if stderr can still take it; the exit code says
+    the rest."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr)
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process ``seconds`` from now if it has not ended by itself, with exit code 0.
+
+    What a handler leaves behind can keep a stopped worker alive for ever: a non-daemon thread
+    (which the interpreter joins at exit), a coroutine that swallows its cancellation (which
+    ``asyncio.run`` waits for). The messages are settled by then; this keeps the stop within the
+    time the README promises and the grace period allows.
+    """
+
+    def force() -> None:
+        running = [
+            thread.name
+            for thread in threading.enumerate()
+            if not thread.daemon and thread is not threading.main_thread() and thread.is_alive()
+        ]
+        log.warning("worker.exit_forced", threads_left_running=len(running), threads=running[:10])
+        _flush_output()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
+
+
 class _Signals:
-    """First SIGTERM/SIGINT: graceful stop. Second: exit at once."""
+    """First SIGTERM/SIGINT: graceful stop, within a deadline. Second: exit at once."""
 
     def __init__(self) -> None:
         self.received: str | None = None
         self._stop: Callable[[str], None] | None = None
+        self._stop_seconds = 0.0
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, self._on_signal, number)
 
-    def attach(self, stop: Callable[[str], None]) -> None:
+    def attach(self, stop: Callable[[str], None], stop_seconds: float) -> None:
         self._stop = stop
+        self._stop_seconds = stop_seconds
         if self.received:  # a signal came while starting up
-            stop(self.received)
+            self._stopping(stop, self.received)
 
     def _on_signal(self, number: int) -> None:
         name = signal.Signals(number).name
         if self.received is not None:
             log.warning("worker.forced_exit", signal=name)
-            sys.stderr.flush()
+            _flush_output()
             os._exit(128 + number)
         self.received = name
         if self._stop is not None:
-            self._stop(name)
+            self._stopping(self._stop, name)
+
+    def _stopping(self, stop: Callable[[str], None], name: str) -> None:
+        stop(name)
+        _exit_after(self._stop_seconds)
 
 
 async def _run(settings: Settings, _: argparse.Namespace) -> int:
-    from worker.worker import serve  # noqa: PLC0415 -- keeps `worker --help` light
+    from worker.worker import EXIT_SECONDS, serve  # noqa: PLC0415 -- keeps `worker --help` light
 
     signals = _Signals()
     signals.install(asyncio.get_running_loop())
-    report = await serve(settings, on_started=lambda worker: signals.attach(worker.stop))
-    if report.threads_left_running:
-        # Handler threads that never returned would keep the interpreter from exiting.
-        log.warning("worker.threads_left_running", threads=report.threads_left_running)
-        sys.stdout.flush()
-        sys.stderr.flush()
+    report = await serve(
+        settings, on_started=lambda worker: signals.attach(worker.stop, worker.stop_seconds)
+    )
+    if report.threads_left_running or report.coroutines_left_running:
+        # Handler threads that never returned would keep the interpreter from exiting, and
+        # coroutines that swallow cancellation would keep asyncio.run from returning.
+        log.warning(
+            "worker.threads_left_running",
+            threads=report.threads_left_running,
+            coroutines=report.coroutines_left_running,
+        )
+        _flush_output()
         os._exit(0)
+    # Anything else that would hold the exit (a thread a handler started): a second at most.
+    _exit_after(EXIT_SECONDS)
     return 0
 
 
@@ -333,10 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_COMMANDS[args.command](settings, args))
     except ConfigurationError as exc:
         for problem in exc.problems:
-            print(f"worker: configuration error: {problem}", file=sys.stderr)
+            _say(f"worker: configuration error: {problem}")
         return EXIT_CONFIGURATION
     except StartupError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
+        _say(f"worker: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

@@ -213,7 +213,8 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"  # noqa: S104 -- a pod's probes and scrapes arrive on its pod IP
     http_port: int = Field(default=8080, ge=0, le=65_535)
     depth_interval_seconds: float = Field(default=30, ge=0, le=3600)
-    liveness_threshold_seconds: float = Field(default=60, gt=0, le=3600)
+    # At least twice the one-second heartbeat: below it an idle, healthy loop fails probes.
+    liveness_threshold_seconds: float = Field(default=60, ge=2, le=3600)
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.AUTO
     log_message_bodies: bool = False
@@ -246,8 +247,23 @@ class Settings(BaseSettings):
     @field_validator("queue_url", "endpoint_url")
     @classmethod
     def _is_a_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        # What botocore and aiohttp would refuse later, with a traceback: refused here instead.
+        from urllib.parse import urlsplit  # noqa: PLC0415 -- only when a URL is set
+
+        from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url  # noqa: PLC0415
+
+        try:
+            urlsplit(value).port  # noqa: B018 -- parsing it is the check
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
+        if not (is_valid_endpoint_url(value) or is_valid_ipv6_endpoint_url(value)):
+            raise ValueError(
+                "not a valid URL: its host must be a name (letters, digits, '-', '.') or an address"
+            )
         return value
 
     @field_validator("filter_policy")

@@ -588,11 +588,18 @@ class Redrive:
         return raw.get("Body", "")  # match and describe the body as it is
 
     def _matches(self, raw: MessageTypeDef) -> bool:
+        """Whether the filter picks ``raw``; one it cannot be applied to stays in the DLQ."""
         if self._plan.criteria is None:
             return True
         record = sqs_record(raw, queue_arn=self._pair.dlq_arn, region=self._pair.source.region)
         record["body"] = self._payload(raw)
-        return bool(self._plan.criteria.matches(record))
+        try:
+            return bool(self._plan.criteria.matches(record))
+        except Exception as exc:  # noqa: BLE001 -- one message's content must not end the run
+            log.warning(
+                "dlq.filter_failed", message_id=raw.get("MessageId"), error=type(exc).__name__
+            )
+            return False
 
     async def _handle(self, batch: list[MessageTypeDef], rate: _Rate) -> None:
         # What is not moved stays held until the end of the run, so that it is not received

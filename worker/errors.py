@@ -42,6 +42,14 @@ class HandlerExitError(WorkerError):
     """
 
 
+class GeneratorHandlerError(WorkerError):
+    """The handler returned a generator: a stray ``yield`` made it one, and none of its code ran.
+
+    Taken as a success, the message would be deleted without anything having handled it; it
+    fails instead, and is retried, then moved to the DLQ.
+    """
+
+
 class InvalidLambdaResponseError(WorkerError):
     """A Lambda handler returned a response that ReportBatchItemFailures cannot interpret.
 

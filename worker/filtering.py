@@ -24,6 +24,7 @@ Where the documentation is silent this module chooses, and says so where it does
 
 from __future__ import annotations
 
+import decimal
 import enum
 import json
 import re
@@ -48,6 +49,8 @@ MAX_DEPTH: Final = 64
 _NUMERIC_LOWER: Final = frozenset({">", ">="})
 _NUMERIC_UPPER: Final = frozenset({"<", "<="})
 _PLAIN_KEY: Final = re.compile(r"[A-Za-z0-9_$@-]+")
+# A JSON number with an exponent: sign, digits before and after the point, exponent.
+_SCIENTIFIC: Final = re.compile(r"(-?)(\d+)(?:\.(\d+))?[eE]([+-]?\d+)")
 
 # EventBridge operators that Lambda's filtering does not accept, with the reason given to the user.
 _UNSUPPORTED: Final = {
@@ -82,7 +85,7 @@ class _Number:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.value = Decimal(text)
+        self.value = _value_of(text)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Number) and other.text == self.text
@@ -92,6 +95,28 @@ class _Number:
 
     def __repr__(self) -> str:
         return self.text
+
+
+def _value_of(text: str) -> Decimal:
+    """The value of a JSON number, whatever its exponent.
+
+    ``Decimal`` holds exponents up to about 10^18 either way; JSON has no limit, and
+    ``{"x": 1e99999999999999999999}`` is valid JSON that a producer can send. Beyond that range a
+    number is taken as infinite, or as the smallest number of its sign, so that it still compares
+    as it should with every bound a pattern can hold; zero stays zero.
+    """
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        match = _SCIENTIFIC.fullmatch(text)
+        if match is None:  # json hands over numbers only; anything else is not one
+            raise ValueError(f"{text[:20]} is not a number") from None
+        sign, whole, fraction, exponent = match.groups()
+        if not (whole + (fraction or "")).strip("0"):
+            return Decimal(f"{sign}0")
+        if exponent.startswith("-"):
+            return Decimal(f"{sign}1E{decimal.MIN_ETINY}")
+        return Decimal(f"{sign}Infinity")
 
 
 def _not_json(name: str) -> NoReturn:

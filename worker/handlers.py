@@ -15,11 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 from worker.config import HANDLER_FORMS, BatchItemFailures, EnvelopeMode, split_handler
 from worker.errors import ConfigurationError, InvalidLambdaResponseError, MalformedMessageError
-from worker.invoke import Call, Caller
+from worker.invoke import Call, Caller, is_generator_function
 from worker.lambda_env import FunctionIdentity
 from worker.lambda_event import (
     LambdaContext,
@@ -67,16 +68,7 @@ def load_handler(spec: str, search_path: Path | None = None) -> Handler:
     module_name, attribute = names
     if search_path is not None:
         sys.path.insert(0, str(search_path))
-
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
-            raise problem(f"no module named {exc.name!r}") from None
-        raise problem(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 -- user code: report, never a traceback
-        raise problem(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from None
-    target: Any = module
+    target: Any = _imported(module_name, problem)
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
@@ -84,7 +76,27 @@ def load_handler(spec: str, search_path: Path | None = None) -> Handler:
             raise problem(f"{module_name} has no attribute {attribute!r}") from None
     if not callable(target):
         raise problem(f"{attribute} is not callable")
+    if is_generator_function(target):
+        # Calling it would return a generator and run nothing: every message would "succeed".
+        raise problem(f"{attribute} is a generator function (a yield in its body), not a handler")
     return target  # type: ignore[no-any-return]  # checked callable above
+
+
+def _imported(module_name: str, problem: Callable[[str], ConfigurationError]) -> ModuleType:
+    """The handler's module; whatever importing it raises becomes one line."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
+            raise problem(f"no module named {exc.name!r}") from None
+        raise problem(f"importing {module_name} failed: {_described(exc)}") from None
+    except BaseException as exc:  # noqa: BLE001 -- user code, KeyboardInterrupt and all: one line
+        raise problem(f"importing {module_name} failed: {_described(exc)}") from None
+
+
+def _described(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _outcome_of(call: Call) -> Outcome:

@@ -3,6 +3,11 @@
 Served from a thread of the worker's own process, so that a probe gets an answer — "event loop
 blocked for 42 s" — even when the event loop cannot run, and a scrape never competes with message
 handling for the loop.
+
+Probes and scrapes come a few at a time and are answered in milliseconds, so connections are
+capped (:data:`MAX_CONNECTIONS`; beyond it a connection is closed at once) and each read or write
+times out (:data:`CONNECTION_TIMEOUT_SECONDS`): a client that opens connections and never
+finishes its request cannot make the process hold a thread for each.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from worker.errors import StartupError
 from worker.health import Health, Verdict
+
+MAX_CONNECTIONS = 16
+CONNECTION_TIMEOUT_SECONDS = 5.0
 
 
 def _address_family(host: str) -> socket.AddressFamily:
@@ -52,12 +60,32 @@ def _is_unspecified(host: str) -> bool:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64  # the listen backlog: a burst waits to be taken or refused, not lost
     registry: CollectorRegistry
     health: Health
 
     def __init__(self, host: str, port: int) -> None:
         self.address_family = _address_family(host)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread of its own, if one of the few slots is free."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection; its slot is free again when it ends, however it ends."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_bind(self) -> None:
         """Make the IPv6 wildcard dual-stack, so ``::`` also answers probes sent over IPv4.
@@ -75,6 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "worker"
     sys_version = ""
+    timeout = CONNECTION_TIMEOUT_SECONDS  # per read and write: a half-sent request ends here
 
     def do_GET(self) -> None:
         self._answer(send_body=True)

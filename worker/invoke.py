@@ -3,14 +3,17 @@
 Both kinds get the same processing budget. An ``async def`` handler over budget is cancelled; a
 plain function cannot be stopped from outside its thread, so it is abandoned: its message is
 failed as a timeout at once, and :attr:`Call.running` lets the caller keep the handler's slot
-until the thread really ends, so abandoned threads never push the pool past its limit.
+until the thread really ends, so abandoned threads never push the pool past its limit. A
+coroutine that swallows its cancellation is abandoned the same way, and :attr:`Call.running`
+tells the caller to hold its messages too until it ends, so that no retry runs beside it.
 
 Whatever a handler raises, ``SystemExit`` and ``KeyboardInterrupt`` included, fails only the
 message it was handling; it never unwinds the worker.
 
 A plain function that returns an awaitable (an ``async def`` under a plain decorator) has its
 work in that awaitable: it is awaited on the loop under what is left of the same budget, never
-mistaken for a success that did nothing.
+mistaken for a success that did nothing. A call that returns a generator (a stray ``yield``, in a
+plain or an ``async def`` function) did nothing at all: it fails.
 """
 
 from __future__ import annotations
@@ -25,10 +28,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import HandlerExitError, HandlerTimeoutError
+from worker.errors import GeneratorHandlerError, HandlerExitError, HandlerTimeoutError
 
 # How long a cancelled coroutine may take to unwind before it is abandoned.
 _CANCEL_GRACE_SECONDS = 1.0
+
+
+class HandlerStillRunning(asyncio.CancelledError):
+    """The call was cancelled, but its coroutine would not stop (it swallows cancellation).
+
+    Its messages must not be given back while it runs, or their retry would run beside it: they
+    are left to their visibility timeout, by when the process has exited.
+    """
 
 
 @dataclass(slots=True)
@@ -46,6 +57,28 @@ def is_async(function: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
         getattr(function, "__call__", None)  # noqa: B004 -- instances with an async __call__
     )
+
+
+def is_generator_function(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` returns a generator instead of running its body."""
+    targets = (function, getattr(function, "__call__", None))  # noqa: B004 -- callable instances
+    return any(
+        inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+        for target in targets
+    )
+
+
+def _checked(call: Call) -> Call:
+    """A returned generator is code that never ran: a failure, never a success."""
+    value = call.value
+    if call.error is None and (inspect.isgenerator(value) or inspect.isasyncgen(value)):
+        kind = "an async generator" if inspect.isasyncgen(value) else "a generator"
+        return Call(
+            error=GeneratorHandlerError(
+                f"handler returned {kind}, so none of its code ran (a stray yield?)"
+            )
+        )
+    return call
 
 
 async def _finished_by(future: asyncio.Future[Any], deadline: float) -> bool:
@@ -111,13 +144,18 @@ class Caller:
         """Plain-function handlers still running in their threads, abandoned or not."""
         return len(self._threads)
 
+    @property
+    def coroutines_running(self) -> int:
+        """``async def`` handlers that would not stop when cancelled, still running."""
+        return sum(isinstance(call, asyncio.Task) for call in self._abandoned)
+
     async def call(
         self, function: Callable[..., Any], args: tuple[Any, ...], *, deadline: float
     ) -> Call:
         """Call ``function(*args)`` and wait for it until ``deadline`` (``time.monotonic``)."""
         loop = asyncio.get_running_loop()
         if self._is_async(function):
-            return await self._wait(loop.create_task(_guarded(function, args)), deadline)
+            return _checked(await self._wait(loop.create_task(_guarded(function, args)), deadline))
         context = contextvars.copy_context()
         running = loop.run_in_executor(
             self._executor, functools.partial(context.run, _guarded_sync, function, args)
@@ -127,20 +165,23 @@ class Caller:
         call = await self._wait(running, deadline)
         if call.error is None and inspect.isawaitable(call.value):
             awaitable = loop.create_task(_guarded(_awaited, (call.value,)), context=context)
-            return await self._wait(awaitable, deadline)
-        return call
+            call = await self._wait(awaitable, deadline)
+        return _checked(call)
 
     async def _wait(self, running: asyncio.Future[Any], deadline: float) -> Call:
         """Wait for a started call until ``deadline``; cancel or abandon it past that."""
         try:
             done = await _finished_by(running, deadline)
         except asyncio.CancelledError:
-            # Shutdown ran out of time: stop a coroutine; a thread cannot be stopped, so it is
-            # left to finish while the process exits.
-            if isinstance(running, asyncio.Task):
-                running.cancel()
-            else:
+            # Shutdown ran out of time. A thread cannot be stopped: it is left to finish while
+            # the process exits. A coroutine is cancelled and given a moment to stop.
+            if not isinstance(running, asyncio.Task):
                 self._abandon(running)
+                raise
+            running.cancel()
+            if not await _finished_by(running, time.monotonic() + _CANCEL_GRACE_SECONDS):
+                self._abandon(running)
+                raise HandlerStillRunning from None
             raise
         if done:
             return _result(running)

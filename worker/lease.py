@@ -108,6 +108,16 @@ class LeaseKeeper:
             self._wake.set()
         return lease
 
+    def keep_past_budget(self, leases: Sequence[Lease]) -> None:
+        """Extend ``leases`` again, past their processing budget, until they are settled.
+
+        For a handler that would not stop when its budget ran out: its messages must not be
+        handed out again while it runs.
+        """
+        for lease in leases:
+            lease.deadline = None
+        self._wake.set()
+
     def forget(self, lease: Lease) -> None:
         """The message is settled: stop tracking it."""
         self._leases.discard(lease)

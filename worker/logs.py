@@ -3,6 +3,11 @@
 Lines go to stderr so that stdout stays free for what commands print (provisioning results, the
 demo's summary). Per-message context (message id, receive count, queue) is bound with
 ``structlog.contextvars`` where a message is taken up, so every line about it carries them.
+
+Logging is never on the path that settles a message or stops the worker: a line that cannot be
+written (a closed pipe, a full disk) is dropped and counted (:func:`lines_dropped`, the metric
+``worker_log_lines_dropped_total``), never raised into the code that logged it. Tracebacks show
+frames, never local variables, which hold message bodies and receipt handles.
 """
 
 from __future__ import annotations
@@ -24,6 +29,19 @@ _LEVELS = {
 }
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """The standard library's side: a record that cannot be written is dropped and counted.
+
+    The default ``handleError`` prints a traceback to stderr, the stream that just failed.
+    """
+
+    dropped = 0
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Count the line as dropped; the caller carries on."""
+        self.dropped += 1
+
+
 class _LineWriter:
     """structlog's output: each line written whole, under the stdlib handler's lock.
 
@@ -32,16 +50,24 @@ class _LineWriter:
     a line in a single call, keeps every line whole.
     """
 
-    def __init__(self, handler: logging.StreamHandler[TextIO]) -> None:
+    def __init__(self, handler: _Handler) -> None:
         self._handler = handler
 
     def msg(self, message: str) -> None:
-        """Write one line."""
-        with self._handler.lock or nullcontext():
-            self._handler.stream.write(message + "\n")
-            self._handler.stream.flush()
+        """Write one line, or count it as dropped if the stream refuses it."""
+        try:
+            with self._handler.lock or nullcontext():
+                self._handler.stream.write(message + "\n")
+                self._handler.stream.flush()
+        except Exception:  # noqa: BLE001 -- EPIPE, ENOSPC, a closed stream: drop, never raise
+            self._handler.dropped += 1
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def lines_dropped() -> int:
+    """Log lines this process could not write since logging was configured."""
+    return sum(getattr(handler, "dropped", 0) for handler in logging.getLogger().handlers)
 
 
 def configure_logging(
@@ -60,11 +86,16 @@ def configure_logging(
     ]
     renderer: structlog.types.Processor
     if readable:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # Plain tracebacks whatever is installed: rich's would show every frame's locals.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     else:
-        shared.append(structlog.processors.dict_tracebacks)
+        # Frames, not locals: a handler's locals hold the message body it was reading.
+        transformer = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        shared.append(structlog.processors.ExceptionRenderer(transformer))
         renderer = structlog.processors.JSONRenderer()
-    handler = logging.StreamHandler(stream)
+    handler = _Handler(stream)
     writer = _LineWriter(handler)
     structlog.configure(
         processors=[*shared, renderer],

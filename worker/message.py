@@ -200,7 +200,8 @@ def _read_notification(document: Mapping[str, Any]) -> tuple[SnsNotification, st
     try:
         timestamp = datetime.fromisoformat(stamp)
     except ValueError:
-        raise MalformedMessageError(f"SNS envelope Timestamp is not a date: {stamp!r}") from None
+        # Named, not quoted: the envelope is the body, and bodies stay out of logs.
+        raise MalformedMessageError("SNS envelope Timestamp is not an ISO 8601 date") from None
     subject = document.get("Subject")
     if subject is not None and not isinstance(subject, str):
         raise MalformedMessageError("SNS envelope field Subject is not a string")
@@ -225,7 +226,10 @@ def _read_sns_attributes(attributes: Any) -> Mapping[str, MessageAttribute]:
             raise MalformedMessageError(f"SNS message attribute {name!r} is not an object")
         kind, value = attribute.get("Type"), attribute.get("Value")
         if not isinstance(kind, str) or kind not in _SNS_ATTRIBUTE_TYPES:
-            raise MalformedMessageError(f"SNS message attribute {name!r} has type {kind!r}")
+            raise MalformedMessageError(
+                f"SNS message attribute {name!r} has a Type that is not "
+                + ", ".join(sorted(_SNS_ATTRIBUTE_TYPES))
+            )
         if not isinstance(value, str):
             raise MalformedMessageError(f"SNS message attribute {name!r} has no text value")
         result[name] = MessageAttribute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,9 +21,12 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.registry import Collector
 
 from worker._version import __version__
+from worker.logs import lines_dropped
 from worker.outcome import FailureReason
 
 # Handler durations: from a no-op to Lambda's 15 minutes and beyond.
@@ -50,6 +53,23 @@ _AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600
 _RECEIVE_COUNT_BUCKETS = (1, 2, 3, 4, 5, 7, 10, 15, 20, 50, 100)
 _SQS_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30)
 QUEUE_STATES = ("visible", "in_flight", "delayed")
+
+
+class _CountedElsewhere(Collector):
+    """A counter kept outside the registry (by the log writer, which exists before it), read at
+    each scrape."""
+
+    def __init__(self, name: str, text: str, queue: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._text = text
+        self._queue = queue
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        """The counter's one sample."""
+        family = CounterMetricFamily(self._name, self._text, labels=["queue"])
+        family.add_metric([self._queue], self._read())
+        yield family
 
 
 class Metrics:
@@ -211,6 +231,14 @@ class Metrics:
                 "python": platform.python_version(),
                 "implementation": sys.implementation.name,
             }
+        )
+        registry.register(
+            _CountedElsewhere(
+                "worker_log_lines_dropped_total",
+                "Log lines that could not be written (a closed pipe, a full disk): dropped.",
+                queue,
+                lines_dropped,
+            )
         )
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

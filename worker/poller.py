@@ -116,18 +116,30 @@ class Poller:
             while not self._stopping:
                 slots = await self._wait_for_slots()
                 if self._window > 0:
-                    self._runner.start(await self._gather(), slots)
+                    self._hand_over(await self._gather(), slots)
                     continue
                 messages = await self._receive(self._runner.messages_for(slots))
                 if messages is None:
                     self._capacity.release(slots)
                     await self._back_off()
                     continue
-                self._runner.submit(messages, slots)
+                self._hand_over(self._runner.lease(messages), slots)
         finally:
             if self._carry:
                 self._runner.give_back(self._carry)
                 self._carry.clear()
+
+    def _hand_over(self, leases: list[Lease], slots: int) -> None:
+        """Start handlers on ``leases``; if that fails, give them back before the error ends us.
+
+        Reaching the except is a bug: the poller dies of it (liveness fails, the traceback says
+        where), but the messages it holds are released, not extended until SQS's 12 hours end.
+        """
+        try:
+            self._runner.start(leases, slots)
+        except BaseException:
+            self._runner.give_back(leases)
+            raise
 
     async def _wait_for_slots(self) -> int:
         self._idle = True
@@ -160,9 +172,9 @@ class Poller:
         batch: list[Lease] = []
         try:
             return await self._gather_into(batch)
-        except asyncio.CancelledError:
-            # Cut short past the shutdown's grace period: what it holds is released, not left
-            # invisible for a whole visibility timeout.
+        except BaseException:
+            # Cut short past the shutdown's grace period, or by a bug: what it holds is released,
+            # not left invisible for a whole visibility timeout or extended for ever.
             self._runner.give_back(batch)
             raise
 

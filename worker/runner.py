@@ -23,12 +23,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from structlog.contextvars import bind_contextvars, reset_contextvars
+from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
 
 from worker.backoff import RetryDelay
 from worker.capacity import Capacity
+from worker.errors import MalformedMessageError
 from worker.filtering import FilterCriteria
 from worker.handlers import Adapter, Invocation
+from worker.invoke import HandlerStillRunning
 from worker.lease import Lease, LeaseKeeper
 from worker.metrics import Metrics
 from worker.outcome import HELD_FOR_ORDER, Failure, FailureReason, Outcome, Released
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 log = structlog.get_logger("worker.runner")
+
+# How long cancelled handler calls get to unwind at shutdown, past their own cancel grace.
+_UNWIND_SECONDS = 2.0
 
 
 class Runner:
@@ -142,20 +147,37 @@ class Runner:
                 message_id=lease.message_id,
                 receive_count=lease.receive_count,
             )
-            if self._criteria is not None and not self._criteria.matches(
-                {"body": raw.get("Body", "")}
-            ):
-                self.counts["filtered"] += 1
-                self._metrics.filtered.inc()
-                debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
-                self._settler.delete(lease)
+            if self._criteria is not None and not self._admits(lease, self._criteria):
                 continue
             leases.append(lease)
         return leases
 
-    def submit(self, messages: Sequence[MessageTypeDef], slots: int) -> None:
-        """Lease what a poller received with ``slots`` slots in hand, and start the handler."""
-        self.start(self.lease(messages), slots)
+    def _admits(self, lease: Lease, criteria: FilterCriteria) -> bool:
+        """Whether ``criteria`` let the message through; what they do not is settled here.
+
+        The criteria are applied to whatever the body holds. Should that ever raise, it is a
+        defect on our side, not grounds to drop the message: it fails as malformed (retried, then
+        the DLQ), and nothing else of its receive is held up.
+        """
+        try:
+            matched = criteria.matches({"body": lease.raw.get("Body", "")})
+        except Exception as exc:  # noqa: BLE001 -- one message's content fails that message only
+            error = MalformedMessageError(
+                f"the filter criteria could not be applied to the body ({type(exc).__name__})"
+            )
+            with bound_contextvars(
+                queue=self._queue_name,
+                message_id=lease.message_id,
+                receive_count=lease.receive_count,
+            ):
+                self._settle(lease, Failure.from_exception(error), 0.0, in_batch=False)
+            return False
+        if not matched:
+            self.counts["filtered"] += 1
+            self._metrics.filtered.inc()
+            log.debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
+            self._settler.delete(lease)
+        return matched
 
     def start(self, leases: list[Lease], slots: int) -> None:
         """Start handler calls on ``leases``; gives back the slots they do not need."""
@@ -215,7 +237,10 @@ class Runner:
         _, pending = await asyncio.wait(set(self._tasks), timeout=wait)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            # A cancelled call gives its handler a moment to stop (worker.invoke) and returns;
+            # bounded here as well, so that no handler can hold the stop.
+            await asyncio.wait(pending, timeout=_UNWIND_SECONDS)
         return len(pending)
 
     async def _run(self, batch: list[Lease]) -> None:
@@ -282,6 +307,11 @@ class Runner:
         try:
             try:
                 invocation = await self._adapter(batch, deadline)
+                if isinstance(invocation.running, asyncio.Task):
+                    await self._hold(batch, invocation.running)
+            except HandlerStillRunning:
+                self._leave(batch)
+                raise
             except asyncio.CancelledError:
                 # Shutdown ran out of time: the handler was interrupted, not at fault.
                 self.give_back(batch)
@@ -299,6 +329,29 @@ class Runner:
         finally:
             reset_contextvars(**tokens)
         return invocation
+
+    async def _hold(self, batch: list[Lease], running: asyncio.Task[Any]) -> None:
+        """Keep ``batch`` until the coroutine that would not stop ends, then let it settle.
+
+        Its messages stay invisible (extended, up to SQS's 12 hours) so that their retry does not
+        run beside it, as no two calls of an ``async def`` handler on one message ever do. The
+        slot stays taken too, and liveness fails once every slot is held so.
+        """
+        log.warning("message.handler_still_running", after_seconds=self._budget)
+        self._keeper.keep_past_budget(batch)
+        try:
+            await asyncio.wait({running})
+        except asyncio.CancelledError:
+            raise HandlerStillRunning from None
+
+    def _leave(self, batch: list[Lease]) -> None:
+        """Shutdown, with the handler of ``batch`` still running: its messages are neither
+        released nor extended, but come back after their visibility timeout, when this process
+        is gone and cannot run the handler beside their retry."""
+        for lease in batch:
+            lease.settling = True
+            self._keeper.forget(lease)
+        log.warning("message.left_to_visibility_timeout", messages=len(batch))
 
     def _settle(self, lease: Lease, outcome: Outcome, duration: float, *, in_batch: bool) -> None:
         extra: dict[str, Any] = {}

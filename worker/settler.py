@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -25,6 +27,7 @@ log = structlog.get_logger("worker.settler")
 
 # How long a visibility change waits for an extension of the same messages still in flight.
 _EXTENSION_WAIT_SECONDS = 5.0
+_PAST_DEADLINE = "not sent before the shutdown's deadline"
 
 
 class Settlement(StrEnum):
@@ -81,10 +84,14 @@ class _Channel:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
+    async def drain(self, until: float) -> None:
+        """Send what is buffered; cancel the calls still unanswered at ``until`` (monotonic)."""
         self.flush()
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks and (remaining := until - time.monotonic()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class Settler:
@@ -136,9 +143,13 @@ class Settler:
         lease.settling = True
         self._changes.put(_Entry(lease, Settlement.RELEASE, 0, reason))
 
-    async def close(self) -> None:
-        """Send everything buffered and wait for the calls in flight."""
-        await asyncio.gather(self._deletes.drain(), self._changes.drain())
+    async def close(self, until: float = math.inf) -> None:
+        """Send everything buffered and wait for the calls in flight until ``until`` (monotonic).
+
+        What is still unsent then is given up (logged and counted as a settle failure): SQS hands
+        the message out again when its visibility runs out.
+        """
+        await asyncio.gather(self._deletes.drain(until), self._changes.drain(until))
 
     async def _send_deletes(self, entries: list[_Entry]) -> None:
         await self._send(
@@ -155,7 +166,11 @@ class Settler:
             # their change and undo it: a release at once, or a short backoff, would become a
             # whole visibility timeout. Not waited for long: a call stuck in the SDK's retries
             # must not hold a shutdown's releases past the container's grace period.
-            _, stuck = await asyncio.wait(extending, timeout=_EXTENSION_WAIT_SECONDS)
+            try:
+                _, stuck = await asyncio.wait(extending, timeout=_EXTENSION_WAIT_SECONDS)
+            except asyncio.CancelledError:
+                self._give_up_all(entries, _PAST_DEADLINE)
+                raise
             if stuck:
                 self._log.warning("sqs.settling_beside_an_extension", messages=len(entries))
         await self._send(
@@ -170,22 +185,34 @@ class Settler:
         entries: list[_Entry],
         call: Callable[[list[_Entry]], Awaitable[dict[str, EntryFailure]]],
     ) -> None:
+        pending = list(entries)  # what is not settled yet: given up if the shutdown cuts in
+        try:
+            await self._attempts(pending, call)
+        except asyncio.CancelledError:
+            self._give_up_all(pending, _PAST_DEADLINE)
+            raise
+
+    async def _attempts(
+        self,
+        pending: list[_Entry],
+        call: Callable[[list[_Entry]], Awaitable[dict[str, EntryFailure]]],
+    ) -> None:
         for attempt in range(1, self._max_attempts + 1):
             last = attempt == self._max_attempts
             try:
                 async with self._calls:
-                    failures = await call(entries)
+                    failures = await call(pending)
             except Exception as exc:  # noqa: BLE001 -- whatever the cause, retry, then give up
                 if last:
-                    for entry in entries:
-                        self._give_up(entry, describe_failure(exc))
+                    self._give_up_all(pending, describe_failure(exc))
+                    pending.clear()
                     return
                 self._log.warning(
                     "sqs.settle_retrying", error=describe_failure(exc), attempt=attempt
                 )
             else:
-                entries = self._record(entries, failures, last=last)
-                if not entries:
+                pending[:] = self._record(pending, failures, last=last)
+                if not pending:
                     return
             await asyncio.sleep(0.1 * 2**attempt)
 
@@ -234,6 +261,10 @@ class Settler:
                 reason=entry.reason,
             )
         self._on_settled(lease)
+
+    def _give_up_all(self, entries: list[_Entry], error: str) -> None:
+        for entry in entries:
+            self._give_up(entry, error)
 
     def _give_up(self, entry: _Entry, error: str) -> None:
         # SQS will hand the message out again when its visibility runs out: for a delete that is

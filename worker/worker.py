@@ -74,8 +74,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("worker")
 
-# After the handlers' deadline, time still given to open long polls and buffered settlements.
-_SETTLE_GRACE_SECONDS = 5.0
+# Once handlers are done and long polls have had their WaitTimeSeconds: time still given to a
+# poll to bring its messages back, then the deadline of every last call to SQS. What is not sent
+# by then comes back by its visibility timeout (a duplicate, never a loss). With the process's
+# own exit (worker.cli), a stop takes at most max(shutdown timeout, wait time) + 5 s.
+_POLL_GRACE_SECONDS = 2.0
+FINAL_CALLS_SECONDS = 4.0
+EXIT_SECONDS = 1.0
 # Lambda's limit on a function's initialisation, applied to the first environment at start-up.
 _INIT_SECONDS = 10.0
 
@@ -97,6 +102,7 @@ class Report:
     interrupted: int = 0
     stop_reason: str = ""
     threads_left_running: int = 0
+    coroutines_left_running: int = 0
 
 
 class Worker:
@@ -235,6 +241,16 @@ class Worker:
             self._stop.set()
 
     @property
+    def stop_seconds(self) -> float:
+        """The longest a stop takes, from :meth:`stop` to the end of the process (worker.cli).
+
+        Handlers get the shutdown timeout, open long polls their wait time, then the last calls
+        to SQS and the process's own exit share what is left.
+        """
+        waited = max(self.settings.shutdown_timeout, self.settings.wait_time_seconds)
+        return waited + FINAL_CALLS_SECONDS + EXIT_SECONDS
+
+    @property
     def stopping(self) -> bool:
         """Whether a shutdown has begun."""
         return self._stop.is_set()
@@ -286,7 +302,7 @@ class Worker:
         polls_end = max(deadline, stopped_at + self.settings.wait_time_seconds)
         _, pending = (
             await asyncio.wait(
-                poll_tasks, timeout=max(0.0, polls_end + _SETTLE_GRACE_SECONDS - time.monotonic())
+                poll_tasks, timeout=max(0.0, polls_end + _POLL_GRACE_SECONDS - time.monotonic())
             )
             if poll_tasks
             else (set(), set())
@@ -294,10 +310,14 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*poll_tasks, return_exceptions=True)
-        await self.settler.close()
+        # SQS unreachable, or silent, must not hold the stop: every last call has a deadline.
+        final = polls_end + FINAL_CALLS_SECONDS
+        await self.settler.close(until=final)
         if self.protection is not None:
-            await self.protection.close()
-        await self.depth.refresh()  # leave the gauges true for a last scrape
+            with contextlib.suppress(TimeoutError):  # the agent's own expiry ends it otherwise
+                await asyncio.wait_for(self.protection.close(), max(0.0, final - time.monotonic()))
+        with contextlib.suppress(TimeoutError):  # the gauges stay as last read
+            await asyncio.wait_for(self.depth.refresh(), max(0.0, final - time.monotonic()))
         self._caller.close()
         report = self.report()
         report.interrupted = interrupted
@@ -320,6 +340,7 @@ class Worker:
             extension_failures=self.keeper.extension_failures,
             stop_reason=self.stop_reason,
             threads_left_running=self._caller.threads_running,
+            coroutines_left_running=self._caller.coroutines_running,
         )
 
     async def _watch_idle(self, idle_seconds: float) -> None:
