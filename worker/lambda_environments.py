@@ -96,6 +96,12 @@ class EnvironmentMetrics:
             registry=registry,
         )
         self.replaced = {cause: replaced.labels(queue, cause) for cause in REPLACE_CAUSES}
+        self.lines_dropped = Counter(
+            "worker_lambda_log_lines_dropped_total",
+            "Lines an environment wrote that could not be forwarded (a closed or full output).",
+            ["queue"],
+            registry=registry,
+        ).labels(queue)
         self.init_duration = Histogram(
             "worker_lambda_init_duration_seconds",
             "Time from an environment's start to its first request for an event.",
@@ -283,7 +289,7 @@ class EnvironmentPool:
         self.spec = spec
         self.size = size
         self.metrics = metrics
-        self._forwarder = forwarder or LineForwarder(spec.output)
+        self._forwarder = forwarder or LineForwarder(spec.output, on_drop=metrics.lines_dropped.inc)
         self._idle: list[Environment] = []
         self._busy: set[Environment] = set()
         self._numbers = 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import BinaryIO
 
@@ -45,9 +46,15 @@ def _timestamp() -> str:
 class LineForwarder:
     """Writes environments' lines to one output, each tagged with its invocation's request id."""
 
-    def __init__(self, output_format: OutputFormat, stream: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        output_format: OutputFormat,
+        stream: BinaryIO | None = None,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
         self.format = output_format
         self._stream = stream
+        self._on_drop = on_drop
         self.dropped = 0
 
     def line(self, raw: bytes, request_id: str | None) -> None:
@@ -60,6 +67,8 @@ class LineForwarder:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop()
 
     def render(self, text: str, request_id: str | None) -> str:
         """The line as it reaches the worker's output."""
