@@ -13,6 +13,7 @@ import pytest
 import structlog
 
 from tests.support import POLLER_BUG, Queues, break_pollers, eventually, running_worker, send
+from tests.test_lambda_parity import send_batched
 from worker import Message
 from worker.config import LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError
@@ -200,3 +201,77 @@ class TestQueuePolicy:
             "Resource": queue,
             "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
         }
+
+
+class TestFailureStacks:
+    """A failure is logged with where it happened (frames, bounded), once per failed call."""
+
+    async def test_a_failure_names_the_handlers_line_without_locals(self, queues: Queues) -> None:
+        async def fails_deep(message: Message) -> None:
+            card = LOCAL_CARD  # in the handler's locals only
+
+            def charge(amount: int) -> None:
+                raise ValueError(f"declined {amount} on {len(card)}")
+
+            charge(3)
+
+        logs = await logs_of_a_failing_run(queues, handler=fails_deep)
+        (failed, *_) = [
+            json.loads(line) for line in logs.splitlines() if '"message.failed"' in line
+        ]
+        stack = failed["stack"]
+        assert stack[-1].endswith(
+            'in charge: raise ValueError(f"declined {amount} on {len(card)}")'
+        )
+        assert any("in fails_deep: charge(3)" in frame for frame in stack)
+        assert all(__file__ in frame for frame in stack[-2:])
+        assert len(stack) <= 20
+        assert LOCAL_CARD not in logs
+        assert BODY_MARKER not in logs
+
+    async def test_a_batch_failure_logs_its_stack_once(self, queues: Queues) -> None:
+        def raises(event: dict[str, object], context: object) -> None:
+            raise RuntimeError("the whole batch")
+
+        stream = io.StringIO()
+        configure_logging(LogLevel.DEBUG, LogFormat.JSON, stream=stream)
+        await send_batched(queues, ["a", "b"])
+        settings = queues.settings(handler_type="lambda", sns_envelope="raw", batch_size=10)
+        async with running_worker(settings, raises) as running:
+            await eventually(lambda: running.worker.runner.counts["failed"] >= 2)
+            calls = running.worker.metrics.registry.get_sample_value(
+                "worker_handler_duration_seconds_count",
+                {"queue": queues.queue_name, "outcome": "handler_error"},
+            )
+        failed = [
+            json.loads(line)
+            for line in stream.getvalue().splitlines()
+            if '"message.failed"' in line
+        ]
+        with_stack = [entry for entry in failed if "stack" in entry]
+        assert any(entry.get("batch_size") == 2 for entry in failed)  # one call, two messages
+        assert len(with_stack) == calls
+        assert len(with_stack) < len(failed)
+        assert with_stack[0]["stack"][-1].endswith('raise RuntimeError("the whole batch")')
+
+
+class TestHandlerLogging:
+    """A handler's own ``logging`` follows WORKER_LOG_LEVEL, with its message's context."""
+
+    def test_handler_loggers_follow_the_level_libraries_stay_quiet(self) -> None:
+        stream = io.StringIO()
+        configure_logging(LogLevel.DEBUG, LogFormat.JSON, stream=stream)
+        with structlog.contextvars.bound_contextvars(message_id="m-1", queue="orders"):
+            logging.getLogger("myhandlers").debug("looked up %s", "the customer")
+            logging.getLogger("botocore.endpoint").debug("a chatty library line")
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert [(e["event"], e["message_id"], e["logger"]) for e in lines] == [
+            ("looked up the customer", "m-1", "myhandlers")
+        ]
+
+    def test_at_info_a_handlers_debug_lines_are_dropped(self) -> None:
+        stream = io.StringIO()
+        configure_logging(LogLevel.INFO, LogFormat.JSON, stream=stream)
+        logging.getLogger("myhandlers").debug("hidden")
+        logging.getLogger("myhandlers").info("shown")
+        assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["shown"]

@@ -32,7 +32,7 @@ from worker.lambda_event import (
 from worker.lambda_invocation import FunctionError, FunctionResponse, Result
 from worker.lease import Lease
 from worker.message import parse_message
-from worker.outcome import Failure, FailureReason, Outcome
+from worker.outcome import Failure, FailureReason, Outcome, bounded_stack
 
 Handler = Callable[..., Any]
 
@@ -172,7 +172,12 @@ class LambdaAdapter:
         result = await self._invoker.invoke(json.dumps(event).encode("utf-8"), deadline)
         if isinstance(result, FunctionError):
             reason = _REASONS_BY_ERROR_TYPE.get(result.error_type, FailureReason.HANDLER_ERROR)
-            failure = Failure(reason, result.error_type, result.error_message[:500])
+            failure = Failure(
+                reason,
+                result.error_type,
+                result.error_message[:500],
+                bounded_stack(result.stack_trace),
+            )
             return Invocation([failure] * len(leases))
         try:
             failed = failed_message_ids(
@@ -228,7 +233,7 @@ class InProcessFunction:
                 if failure.reason is FailureReason.TIMEOUT
                 else failure.error_type
             )
-            return FunctionError(error_type, failure.error_message)
+            return FunctionError(error_type, failure.error_message, list(failure.stack))
         try:
             return FunctionResponse(json.dumps(call.value).encode("utf-8"))
         except (TypeError, ValueError) as exc:

@@ -70,6 +70,9 @@ def lines_dropped() -> int:
     return sum(getattr(handler, "dropped", 0) for handler in logging.getLogger().handlers)
 
 
+_CHATTY_LIBRARIES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "asyncio", "moto", "werkzeug")
+
+
 def configure_logging(
     level: LogLevel = LogLevel.INFO,
     log_format: LogFormat = LogFormat.AUTO,
@@ -111,5 +114,10 @@ def configure_logging(
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    # botocore and aiohttp are chatty at INFO; their warnings are what an operator needs.
-    root.setLevel(max(_LEVELS[level], logging.WARNING))
+    # The handler's own loggers follow WORKER_LOG_LEVEL, with the message's context bound: a
+    # handler's logging.info(...) is part of the story of its message. The libraries under the
+    # worker are chatty below WARNING; their warnings are what an operator needs.
+    root.setLevel(_LEVELS[level])
+    quiet = max(_LEVELS[level], logging.WARNING)
+    for library in _CHATTY_LIBRARIES:
+        logging.getLogger(library).setLevel(quiet)

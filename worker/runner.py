@@ -324,8 +324,7 @@ class Runner:
             if self.fifo and len(batch) > 1:
                 outcomes = _hold_back_after_failures(batch, outcomes)
             self._metrics.duration_for(_outcome_label(outcomes)).observe(duration)
-            for lease, outcome in zip(batch, outcomes, strict=True):
-                self._settle(lease, outcome, duration, in_batch=len(batch) > 1)
+            self._settle_all(batch, outcomes, duration)
         finally:
             reset_contextvars(**tokens)
         return invocation
@@ -353,7 +352,26 @@ class Runner:
             self._keeper.forget(lease)
         log.warning("message.left_to_visibility_timeout", messages=len(batch))
 
-    def _settle(self, lease: Lease, outcome: Outcome, duration: float, *, in_batch: bool) -> None:
+    def _settle_all(
+        self, batch: Sequence[Lease], outcomes: Sequence[Outcome], duration: float
+    ) -> None:
+        """Settle a call's messages; a failure's stack is logged once per call, not per message."""
+        stacks_logged: set[int] = set()  # a batch's failures share one Failure object
+        for lease, outcome in zip(batch, outcomes, strict=True):
+            with_stack = isinstance(outcome, Failure) and id(outcome) not in stacks_logged
+            if with_stack:
+                stacks_logged.add(id(outcome))
+            self._settle(lease, outcome, duration, in_batch=len(batch) > 1, stack=with_stack)
+
+    def _settle(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        duration: float,
+        *,
+        in_batch: bool,
+        stack: bool = False,
+    ) -> None:
         extra: dict[str, Any] = {}
         if self._log_bodies:
             extra["body"] = lease.raw.get("Body", "")
@@ -378,6 +396,8 @@ class Runner:
             "duration_seconds": round(duration, 6),
             **extra,
         }
+        if stack and outcome.stack:
+            fields["stack"] = list(outcome.stack)
         if outcome.reason is FailureReason.NON_RETRYABLE and self._release_non_retryable:
             log.warning("message.failed", retry_in_seconds=0, **fields)
             self._settler.release(lease, reason="non_retryable")
