@@ -1,9 +1,10 @@
-"""The lease keeper's scheduling (pure logic: a stand-in queue, no SQS)."""
+"""The lease keeper's scheduling (pure logic: an in-memory queue, no SQS)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -13,22 +14,31 @@ from structlog.testing import capture_logs
 from tests.support import eventually
 from worker import settler as settler_module
 from worker.lease import LeaseKeeper
+from worker.memory_sqs import MemoryQueue
 from worker.metrics import Metrics
 from worker.settler import Settler
+from worker.sqs import EntryFailure
 
 
-class HangingFirstCall:
-    """ChangeMessageVisibilityBatch whose first call never answers (a hung connection)."""
+class HangingFirstCall(MemoryQueue):
+    """A queue whose first ChangeMessageVisibilityBatch never answers (a hung connection).
+
+    The leases here are taken straight from the keeper, so every visibility change is answered
+    as a success without a message behind it.
+    """
 
     def __init__(self) -> None:
-        self.calls: list[list[str]] = []
+        super().__init__()
+        self.changes: list[list[str]] = []
         self.answered: list[list[str]] = []
         self.hang = asyncio.Event()  # set: the first call answers
 
-    async def change_visibility_batch(self, changes: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    async def change_visibility_batch(
+        self, changes: Mapping[str, tuple[str, int]]
+    ) -> dict[str, EntryFailure]:
         handles = [handle for handle, _ in changes.values()]
-        self.calls.append(handles)
-        if len(self.calls) == 1:
+        self.changes.append(handles)
+        if len(self.changes) == 1:
             await self.hang.wait()
         self.answered.append(handles)
         return {}
@@ -41,20 +51,20 @@ def message(handle: str) -> Any:
 async def test_a_hung_extension_call_holds_up_no_other_lease() -> None:
     queue = HangingFirstCall()
     keeper = LeaseKeeper(
-        queue,  # type: ignore[arg-type]  # the keeper calls change_visibility_batch only
+        queue,
         visibility_timeout=2,
         metrics=Metrics(CollectorRegistry(), queue="q"),
     )
     running = asyncio.create_task(keeper.run())
     try:
         first = keeper.take(message("first"), time.monotonic())
-        await eventually(lambda: queue.calls == [["first"]], timeout=5)
+        await eventually(lambda: queue.changes == [["first"]], timeout=5)
         second = keeper.take(message("second"), time.monotonic())
         # Due half a second later: extended by a call of its own while the first still hangs.
         await eventually(lambda: ["second"] in queue.answered, timeout=5)
         assert queue.answered.count(["first"]) == 0
         assert first.extending is not None  # not due again while its call is in flight
-        assert ["first"] not in queue.calls[1:]
+        assert ["first"] not in queue.changes[1:]
         assert second.visible_at > time.monotonic()
     finally:
         running.cancel()
@@ -66,10 +76,10 @@ async def test_a_release_is_sent_after_the_extension_in_flight() -> None:
     # once would stay invisible for a whole visibility timeout.
     queue = HangingFirstCall()
     metrics = Metrics(CollectorRegistry(), queue="q")
-    keeper = LeaseKeeper(queue, visibility_timeout=2, metrics=metrics)  # type: ignore[arg-type]
+    keeper = LeaseKeeper(queue, visibility_timeout=2, metrics=metrics)
     settled: list[str] = []
     settler = Settler(
-        queue,  # type: ignore[arg-type]  # the settler calls change_visibility_batch only here
+        queue,
         queue_name="q",
         metrics=metrics,
         on_settled=lambda lease: settled.append(lease.message_id),
@@ -78,10 +88,10 @@ async def test_a_release_is_sent_after_the_extension_in_flight() -> None:
     running = asyncio.create_task(keeper.run())
     try:
         lease = keeper.take(message("m"), time.monotonic())
-        await eventually(lambda: queue.calls == [["m"]], timeout=5)  # the extension hangs
+        await eventually(lambda: queue.changes == [["m"]], timeout=5)  # the extension hangs
         settler.release(lease, reason="shutdown")
         await asyncio.sleep(0.3)
-        assert queue.calls == [["m"]]  # the release waits for it
+        assert queue.changes == [["m"]]  # the release waits for it
         queue.hang.set()
         await settler.close()
         assert queue.answered == [["m"], ["m"]]  # the extension, then the release
@@ -98,9 +108,9 @@ async def test_a_release_waits_for_an_extension_only_so_long(
     monkeypatch.setattr(settler_module, "_EXTENSION_WAIT_SECONDS", 0.3)
     queue = HangingFirstCall()
     metrics = Metrics(CollectorRegistry(), queue="q")
-    keeper = LeaseKeeper(queue, visibility_timeout=2, metrics=metrics)  # type: ignore[arg-type]
+    keeper = LeaseKeeper(queue, visibility_timeout=2, metrics=metrics)
     settler = Settler(
-        queue,  # type: ignore[arg-type]
+        queue,
         queue_name="q",
         metrics=metrics,
         on_settled=lambda lease: None,
@@ -109,7 +119,7 @@ async def test_a_release_waits_for_an_extension_only_so_long(
     running = asyncio.create_task(keeper.run())
     try:
         lease = keeper.take(message("m"), time.monotonic())
-        await eventually(lambda: queue.calls == [["m"]], timeout=5)  # hangs for good
+        await eventually(lambda: queue.changes == [["m"]], timeout=5)  # hangs for good
         with capture_logs() as logs:
             settler.release(lease, reason="shutdown")
             await settler.close()

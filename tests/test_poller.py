@@ -1,4 +1,4 @@
-"""Gathering Lambda batches over a window (pure logic: a stand-in queue, no SQS).
+"""Gathering Lambda batches over a window (pure logic: an in-memory queue, no SQS).
 
 What two pollers carry past the 6 MB payload limit is shared, so that it never waits behind an
 empty gather. Whatever a gather takes from it must still be one batch, by count and by size,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -18,76 +19,43 @@ from worker.capacity import Capacity
 from worker.handlers import Invocation
 from worker.lambda_event import sqs_record
 from worker.lease import Lease, LeaseKeeper
+from worker.memory_sqs import MemoryQueue
 from worker.metrics import Metrics
 from worker.poller import PAYLOAD_LIMIT_BYTES, Poller, record_size
 from worker.runner import Runner
+from worker.settler import Settler
 
 MIB_BODY = "x" * (1024 * 1024 - 100)  # SQS takes messages of up to 1 MiB
 
 
-class StandInQueue:
-    """Two receives of ten 1 MiB messages, the second a little later; then nothing."""
-
-    def __init__(self) -> None:
-        self.receives = 0
-        self.sent = 0
-
-    async def receive(self, count: int, wait: int, visibility_timeout: int | None) -> list[Any]:
-        self.receives += 1
-        if self.receives > 2:
-            await asyncio.sleep(wait)
-            return []
-        await asyncio.sleep(0.05 * self.receives)
-        messages = []
-        for _ in range(count):
-            self.sent += 1
-            messages.append(
-                {
-                    "MessageId": f"m{self.sent}",
-                    "ReceiptHandle": f"r{self.sent}",
-                    "Body": MIB_BODY,
-                    "Attributes": {"ApproximateReceiveCount": "1"},
-                }
-            )
-        return messages
-
-    async def change_visibility_batch(self, changes: Any) -> dict[str, Any]:
-        return {}
+def megabyte_queue(messages: int) -> MemoryQueue:
+    """A queue holding ``messages`` messages of 1 MiB: two receives overrun 6 MB."""
+    queue = MemoryQueue()
+    for _ in range(messages):
+        queue.send(MIB_BODY)
+    return queue
 
 
-class Settled:
-    """The settler's interface, recording what each message came to."""
-
-    def __init__(self) -> None:
-        self.deleted: list[str] = []
-
-    def delete(self, lease: Lease) -> None:
-        lease.settling = True
-        self.deleted.append(lease.message_id)
-
-    def retry(self, lease: Lease, seconds: float) -> None:
-        lease.settling = True
-
-    def release(self, lease: Lease, reason: str) -> None:
-        lease.settling = True
+def settler_of(queue: MemoryQueue, metrics: Metrics) -> Settler:
+    return Settler(queue, queue_name="q", metrics=metrics, on_settled=lambda lease: None)
 
 
 async def test_a_shared_carry_is_taken_one_batch_at_a_time() -> None:
     batches: list[list[Lease]] = []
 
-    async def adapter(leases: list[Lease], deadline: float) -> Invocation:
+    async def adapter(leases: Sequence[Lease], deadline: float) -> Invocation:
         batches.append(list(leases))
         await asyncio.sleep(0.05)
         return Invocation([None] * len(leases))
 
-    queue = StandInQueue()
+    queue = megabyte_queue(20)
     metrics = Metrics(CollectorRegistry(), queue="q")
     capacity = Capacity(2)
-    settled = Settled()
+    settler = settler_of(queue, metrics)
     runner = Runner(
-        adapter,  # type: ignore[arg-type]  # the adapter's call signature is all the runner uses
-        keeper=LeaseKeeper(queue, visibility_timeout=30, metrics=metrics),  # type: ignore[arg-type]
-        settler=settled,  # type: ignore[arg-type]
+        adapter,
+        keeper=LeaseKeeper(queue, visibility_timeout=30, metrics=metrics),
+        settler=settler,
         capacity=capacity,
         metrics=metrics,
         retry_delay=ExponentialBackoff(2, 300),
@@ -98,7 +66,7 @@ async def test_a_shared_carry_is_taken_one_batch_at_a_time() -> None:
     carry: list[Lease] = []
     pollers = [
         Poller(
-            queue,  # type: ignore[arg-type]
+            queue,
             capacity=capacity,
             runner=runner,
             wait_seconds=1,
@@ -110,17 +78,19 @@ async def test_a_shared_carry_is_taken_one_batch_at_a_time() -> None:
     ]
     tasks = [poller.start() for poller in pollers]
     try:
-        for _ in range(100):
-            if len(settled.deleted) == 20:
-                break
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            await queue.join()  # every message deleted
     finally:
         for poller in pollers:
             poller.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    assert sorted(settled.deleted) == sorted(f"m{n}" for n in range(1, 21))
+    await settler.close()
+    assert runner.counts["succeeded"] == 20
+    assert sorted(lease.message_id for batch in batches for lease in batch) == sorted(
+        {lease.message_id for batch in batches for lease in batch}
+    )
     assert max(len(batch) for batch in batches) <= 10
     assert max(sum(record_size(lease) for lease in batch) for batch in batches) <= (
         PAYLOAD_LIMIT_BYTES

@@ -1,16 +1,18 @@
-"""The runner's handler calls (pure logic: a stand-in queue and adapter, no SQS)."""
+"""The runner's handler calls (pure logic: an in-memory queue, no SQS)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from tests.test_poller import Settled, StandInQueue
+from tests.test_poller import settler_of
 from worker.backoff import ExponentialBackoff
 from worker.capacity import Capacity
 from worker.handlers import Invocation
 from worker.lease import Lease, LeaseKeeper
+from worker.memory_sqs import MemoryQueue
 from worker.metrics import Metrics
 from worker.runner import Runner
 
@@ -18,18 +20,18 @@ from worker.runner import Runner
 async def test_a_handler_budget_ends_where_sqs_stops_holding_its_message() -> None:
     deadlines: list[float] = []
 
-    async def adapter(leases: list[Lease], deadline: float) -> Invocation:
+    async def adapter(leases: Sequence[Lease], deadline: float) -> Invocation:
         deadlines.append(deadline)
         return Invocation([None] * len(leases))
 
-    queue = StandInQueue()
+    queue = MemoryQueue()
     metrics = Metrics(CollectorRegistry(), queue="q")
-    keeper = LeaseKeeper(queue, visibility_timeout=30, metrics=metrics)  # type: ignore[arg-type]
+    keeper = LeaseKeeper(queue, visibility_timeout=30, metrics=metrics)
     capacity = Capacity(1)
     runner = Runner(
-        adapter,  # type: ignore[arg-type]
+        adapter,
         keeper=keeper,
-        settler=Settled(),  # type: ignore[arg-type]
+        settler=settler_of(queue, metrics),
         capacity=capacity,
         metrics=metrics,
         retry_delay=ExponentialBackoff(2, 300),
