@@ -379,10 +379,17 @@ def build_adapter(
             report_batch_item_failures=settings.report_batch_item_failures,
         )
     if function is None:
-        if settings.handler is None:
-            raise ConfigurationError([f"WORKER_HANDLER: required ({HANDLER_FORMS})"])
-        function = load_handler(settings.handler, settings.handler_path)
+        function = message_handler(settings)
     return MessageAdapter(function, caller, queue_url=info.url, envelope=settings.sns_envelope)
+
+
+def message_handler(settings: Settings) -> Handler:
+    """The function ``WORKER_HANDLER`` names, imported the one way ``serve`` and ``worker invoke``
+    share; a :class:`ConfigurationError` (one line) rather than an import traceback.
+    """
+    if settings.handler is None:
+        raise ConfigurationError([f"WORKER_HANDLER: required ({HANDLER_FORMS})"])
+    return load_handler(settings.handler, settings.handler_path)
 
 
 @contextlib.asynccontextmanager
@@ -509,6 +516,9 @@ async def _consume(  # noqa: PLR0917 -- private; serve's pieces, passed on
     handler: Handler | None,
     on_started: Callable[[Worker], None] | None,
 ) -> Report:
+    if handler is None and settings.handler_type is HandlerType.MESSAGE:
+        # Before any AWS call: a handler that cannot be imported is the first and only thing said.
+        handler = message_handler(settings)
     caller = Caller(max_threads=settings.concurrency)
     async with (
         open_sqs(settings, pool=settings.poller_count + 16) as client,
