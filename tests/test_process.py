@@ -216,6 +216,31 @@ class TestGracefulShutdown:
         assert time.monotonic() - started < 5
         assert "worker.forced_exit" in worker.err
 
+    async def test_ctrl_c_on_an_idle_worker_says_what_it_waits_for(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        async with worker_process(
+            tmp_path,
+            "run",
+            **{**run_args(queues), "WORKER_WAIT_TIME_SECONDS": "20"},
+            WORKER_CONCURRENCY="2",
+            TEST_SLEEP="0.5",
+        ) as worker:
+            await send(queues, "one")
+            # While it ran, the poller's receive for the other slot opened: 20 s on an empty queue.
+            await eventually(lambda: "one" in marks(tmp_path, "done"))
+            worker.signal(signal.SIGINT)
+            await eventually(lambda: "worker.waiting_for_receive" in worker.err)
+            worker.signal(signal.SIGINT)
+            assert await worker.exit_code(timeout=10) == 128 + signal.SIGINT
+        (waiting,) = [e for e in worker.events() if e["event"] == "worker.waiting_for_receive"]
+        seconds = waiting["seconds"]
+        assert isinstance(seconds, int)
+        assert 1 <= seconds <= 20
+        assert waiting["message"] == (
+            f"waiting up to {seconds} s for the open receive; Ctrl-C again to quit"
+        )
+
 
 class TestStartup:
     """What stops the worker from starting is said in one line, without a traceback."""
