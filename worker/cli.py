@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from worker import dlq_cli
+from worker import dlq_cli, invoke_cli
 from worker._version import __version__
 from worker.config import HandlerType, LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError, StartupError
@@ -43,6 +43,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=[fmt.value for fmt in LogFormat])
 
 
+def _handler_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--handler", help="package.module:function, or Lambda's module.function (WORKER_HANDLER)"
+    )
+    parser.add_argument("--handler-type", choices=[t.value for t in HandlerType])
+    parser.add_argument(
+        "--handler-path",
+        type=Path,
+        metavar="DIR",
+        help="directory to import the handler from (WORKER_HANDLER_PATH; default: the current one)",
+    )
+
+
+def _invoke_common(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    _handler_flags(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -53,10 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="consume the queue (the service)")
     _common(run)
-    run.add_argument(
-        "--handler", help="package.module:function, or Lambda's module.function (WORKER_HANDLER)"
-    )
-    run.add_argument("--handler-type", choices=[t.value for t in HandlerType])
+    _handler_flags(run)
     run.add_argument("--concurrency", type=int, help="handlers running at once")
     run.add_argument("--batch-size", type=int, help="records per Lambda invocation")
     run.add_argument(
@@ -113,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the whole path on an embedded moto server")
     _common(demo)
+
+    invoke_cli.add_command(commands, _invoke_common)
 
     dlq_cli.add_commands(commands, _common)
 
@@ -194,6 +211,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for name in (
         "handler",
         "handler_type",
+        "handler_path",
         "concurrency",
         "batch_size",
         "exit_when_idle",
@@ -307,6 +325,18 @@ async def _demo(settings: Settings, _: argparse.Namespace) -> int:
     return await run_demo(settings, sys.stdout)
 
 
+async def _invoke(settings: Settings, args: argparse.Namespace) -> int:
+    invoked = await invoke_cli.run(settings, args)
+    invoke_cli.report(invoked, sys.stdout, as_json=args.json)
+    code = 0 if invoked.succeeded else EXIT_FAILED
+    if invoked.abandoned:
+        # A handler thread past its budget would keep the interpreter from exiting.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     return await dlq_cli.run(settings, args)
 
@@ -316,6 +346,7 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
     "provision": _provision,
     "publish": _publish,
     "demo": _demo,
+    "invoke": _invoke,
     "dlq": _dlq,
 }
 
