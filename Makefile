@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/ruff check worker tests bench docs/examples
+	$(BIN)/ruff format --check worker tests bench docs/examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import json
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from worker import dlq_cli, invoke_cli
 from worker._version import __version__
 from worker.config import HandlerType, LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError, StartupError
+from worker.local import DEFAULT_PORT
 from worker.logs import configure_logging
 from worker.publish import Event, parse_attribute, read_lines
 
@@ -129,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole path on an embedded moto server")
     _common(demo)
 
+    local = commands.add_parser(
+        "local",
+        help="serve a local SQS and SNS (moto) until Ctrl-C, to try the other commands on",
+    )
+    local.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port (default 4566; 0: any free port)"
+    )
+    local.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    local.add_argument("--json", action="store_true", help="print the endpoint as JSON")
+    local.add_argument("--log-level", choices=[level.value for level in LogLevel])
+    local.add_argument("--log-format", choices=[fmt.value for fmt in LogFormat])
+
     invoke_cli.add_command(commands, _invoke_common)
 
     dlq_cli.add_commands(commands, _common)
@@ -199,16 +213,16 @@ def healthcheck(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "endpoint_url": args.endpoint_url,
-        "region": args.region,
-        "log_level": args.log_level,
-        "log_format": args.log_format,
-    }
-    if args.queue:
-        key = "queue_url" if args.queue.startswith(("http://", "https://")) else "queue_name"
-        values[key] = args.queue
+    values: dict[str, Any] = {}
+    queue = getattr(args, "queue", None)
+    if queue:
+        key = "queue_url" if queue.startswith(("http://", "https://")) else "queue_name"
+        values[key] = queue
     for name in (
+        "endpoint_url",
+        "region",
+        "log_level",
+        "log_format",
         "handler",
         "handler_type",
         "handler_path",
@@ -337,6 +351,39 @@ async def _invoke(settings: Settings, args: argparse.Namespace) -> int:
     return code
 
 
+async def _until_signalled() -> str:
+    """Wait for SIGINT or SIGTERM; the signal's name."""
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[str] = loop.create_future()
+
+    def on_signal(number: int) -> None:
+        if not stopped.done():
+            stopped.set_result(signal.Signals(number).name)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal, number)
+    return await stopped
+
+
+async def _local(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.local import embedded_broker, shell_environment  # noqa: PLC0415
+
+    with embedded_broker(args.host, args.port) as endpoint:
+        variables = shell_environment(endpoint, settings.region)
+        if args.json:
+            print(json.dumps({"endpoint_url": endpoint, "environment": variables}))
+        else:
+            exports = " ".join(f"{name}={value}" for name, value in variables.items())
+            print(
+                f"SQS and SNS (moto) on {endpoint}, until Ctrl-C. In another shell:\n\n"
+                f"  export {exports}\n",
+                flush=True,
+            )
+        sys.stdout.flush()
+        log.info("local.stopping", signal=await _until_signalled())
+    return 0
+
+
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     return await dlq_cli.run(settings, args)
 
@@ -347,6 +394,7 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
     "publish": _publish,
     "demo": _demo,
     "invoke": _invoke,
+    "local": _local,
     "dlq": _dlq,
 }
 
@@ -357,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "healthcheck":
         return healthcheck(args)
     try:
-        settings = load_settings(config_file=args.config, overrides=_overrides(args))
+        settings = load_settings(
+            config_file=getattr(args, "config", None), overrides=_overrides(args)
+        )
         if args.command == "publish":
             args.events = _events(args)
         configure_logging(settings.log_level, settings.log_format)
