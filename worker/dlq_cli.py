@@ -164,11 +164,24 @@ async def _peek(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
     return 0
 
 
+def figures(result: dlq.RedriveResult, *, dry_run: bool = False) -> str:
+    """What a redrive has done so far, in figures that add up to what it has seen."""
+    if result.native_task is not None or not result.seen:
+        return f"{result.moved} moved"  # SQS's move task counts only what it moved
+    done = (
+        f"{result.matched} would move"
+        if dry_run
+        else f"{result.moved} moved, {result.failed} failed"
+    )
+    return f"{result.seen} seen: {done}, {result.skipped} skipped"
+
+
 class ProgressLine:
     """Count, rate and what remains: one rewritten line on a terminal, a log line otherwise."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, dry_run: bool = False) -> None:
         self._stream = stream
+        self._dry_run = dry_run
         self._interactive = stream.isatty()
         self._started = time.monotonic()
         self._logged = 0.0
@@ -176,21 +189,23 @@ class ProgressLine:
 
     def __call__(self, result: dlq.RedriveResult, remaining: int | None) -> None:
         elapsed = max(1e-6, time.monotonic() - self._started)
-        count = result.matched if result.moved == 0 and result.matched else result.moved
-        rate = count / elapsed
+        rate = (result.seen or result.moved) / elapsed
         left = "" if remaining is None else f", ~{remaining} left"
         eta = f", ~{_age(remaining / rate)} to go" if remaining and rate > 0 else ""
         if self._interactive:
-            self._stream.write(f"\r{count} moved, {rate:.1f}/s{left}{eta}   ")
+            line = figures(result, dry_run=self._dry_run)
+            self._stream.write(f"\r{line}; {rate:.1f}/s{left}{eta}   ")
             self._stream.flush()
             self._shown = True
         elif time.monotonic() - self._logged >= _PROGRESS_LOG_SECONDS:
             self._logged = time.monotonic()
             log.info(
                 "dlq.redrive_progress",
+                seen=result.seen,
                 moved=result.moved,
-                matched=result.matched,
+                failed=result.failed,
                 skipped=result.skipped,
+                matched=result.matched,
                 per_second=round(rate, 2),
                 remaining=remaining,
             )
@@ -246,7 +261,7 @@ def _plan(args: argparse.Namespace) -> dlq.RedrivePlan:
 
 async def _redrive(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     plan = _plan(args)
-    progress = ProgressLine(sys.stderr)
+    progress = ProgressLine(sys.stderr, dry_run=plan.dry_run)
     stop = asyncio.Event()
     _install_stop(stop.set)
     try:
@@ -266,9 +281,9 @@ def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
         return _native_summary(result)
     lines = []
     if plan.dry_run:
-        lines.append(f"dry run: {result.matched} messages would be moved")
+        lines.append(f"dry run: {result.matched} of {result.seen} messages would be moved")
     else:
-        lines.append(f"moved {result.moved} messages in {result.seconds:.1f} s")
+        lines.append(f"moved {result.moved} of {result.seen} messages in {result.seconds:.1f} s")
     if result.skipped:
         lines.append(f"{result.skipped} did not match the filter and stay in the DLQ")
     if result.failed:
