@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# What `make demo` needs and no more: the worker and moto (the `local` extra).
+LOCAL_STAMP := $(VENV)/.installed-local
 
 # Debian packages the tests use; installed when missing (sudo when not root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -15,6 +17,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(LOCAL_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[local]'
 	touch $@
 
 venv: $(STAMP)
@@ -62,8 +70,9 @@ test: lint typecheck rules deploy-check unit
 image-test: $(STAMP)
 	.ci/image-test
 
-## The README's demo command: the main job on an embedded moto server.
-demo: $(STAMP)
+## The README's demo command: the main job on an embedded moto server, then the DLQ's redrive and
+## reprocessing. It installs only what the demo needs, not the development tools.
+demo: $(LOCAL_STAMP)
 	$(BIN)/worker demo
 
 ## Figures, not tests: throughput against concurrency, next to the broker's ceiling.

@@ -391,3 +391,9 @@ class TestCommands:
             assert await demo.exit_code(timeout=90) == 0
         assert "Everything as expected." in demo.out
         assert "moved to the DLQ" in demo.out
+        # The DLQ's two ways back: a redrive once the outage is over, then a separate function.
+        assert "moved 1 of 3 messages" in demo.out
+        assert "worker run: order-1400 processed" in demo.out
+        assert "order-1300   archived: amount 'lots' is not a number" in demo.out
+        assert "queue and DLQ: 0 messages" in demo.out
+        assert 'worker_messages_received_total{queue="demo-orders"} 20.0' in demo.out
