@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry
 
 from worker import invoke, testing
+from worker.cli_help import command, option
 from worker.config import HandlerType, Settings
 from worker.errors import ConfigurationError, HandlerExitError
 from worker.invoke import Caller
@@ -44,47 +45,48 @@ _CALL_MACHINERY = (
     str(Path(concurrent.futures.__file__).parent),
     str(Path(asyncio.__file__).parent),
 )
-EXAMPLE = """\
-examples:
-  worker invoke --handler myhandlers:handle --body '{"order_id": "o-1", "amount": 5}'
-  worker invoke --handler app.handler --handler-type lambda --file events/sqs.json
-  worker invoke --handler myhandlers:handle --file order.json --json | jq .status"""
+EXAMPLES = [
+    """worker invoke --handler myhandlers:handle --body '{"order_id": "o-1", "amount": 5}'""",
+    "worker invoke --handler app.handler --handler-type lambda --file events/sqs.json",
+    "worker invoke --handler myhandlers:handle --file order.json --json | jq .status",
+]
 
 
 def add_command(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``worker invoke`` to the top-level subcommands."""
-    parser = commands.add_parser(
+    parser = command(
+        commands,
         "invoke",
-        help="run the handler on one event and print what it returns",
-        description=(
-            "Run the handler once, on one message (a message handler) or one SQS event (a "
-            "Lambda handler), without a queue. Prints the response, or the error as Lambda's "
-            "error document; exits 0 on success and 1 on failure. The handler's own output "
-            "goes to stderr."
-        ),
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="run the handler on one event and print what it returns",
+        description="Run the handler once, with no queue: a message handler on one message, a "
+        "Lambda handler on one SQS event in an execution environment, as worker run runs "
+        "them. Prints the response, or the error as Lambda's error document; exits 0 on "
+        "success and 1 on failure. The handler's own output goes to stderr.",
+        examples=EXAMPLES,
     )
     common(parser)
     given = parser.add_mutually_exclusive_group(required=True)
     given.add_argument(
         "--body",
         metavar="TEXT",
-        help="the message body, as published (a Lambda handler gets an SQS event of one record)",
+        help=option("the message body, as published; a Lambda handler gets an SQS event of it"),
     )
     given.add_argument(
         "--file",
         metavar="PATH",
-        help="a file of the body (a message handler) or of the SQS event (a Lambda handler, "
-        "as `sam local invoke -e`); '-' reads stdin",
+        help=option(
+            "a file of the body (a message handler) or of the SQS event (a Lambda handler, as "
+            "sam local invoke -e takes it); '-' reads stdin"
+        ),
     )
     parser.add_argument(
         "--sns",
         action="store_true",
-        help="wrap the body in the SNS envelope an SNS-subscribed queue delivers (not an event "
-        "file)",
+        help=option("wrap the body in the SNS envelope a subscribed queue delivers", False),
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document with status")
+    parser.add_argument(
+        "--json", action="store_true", help=option("print one JSON document with status", False)
+    )
 
 
 @dataclass
