@@ -211,7 +211,15 @@ class TestDlqJson:
 
 
 class TestLocal:
-    """``worker local`` on a port that is taken says so in one line."""
+    """``worker local`` on a port that is taken, or is no port, says so in one line."""
+
+    def test_not_a_port(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exited:
+            main(["local", "--port", "99999"])
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "worker local: error: argument --port: '99999' is not a port (0-65535)"
+        )
 
     def test_a_taken_port(self, capsys: pytest.CaptureFixture[str]) -> None:
         with socket.socket() as taken:

@@ -179,6 +179,18 @@ class TestLambdaHandler:
         assert isinstance(out, dict)
         assert out["errorType"] == "Runtime.ImportModuleError"
 
+    def test_a_handler_path_that_is_not_a_directory_is_exit_2(
+        self, handlers: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        missing = tmp_path / "missing"
+        code, _, err = invoke_lambda(
+            capsys, f"{handlers}_fn.handler", "--handler-path", str(missing), "--body", "x"
+        )
+        assert code == 2
+        assert err.splitlines() == [
+            f"worker: configuration error: WORKER_HANDLER_PATH={missing}: not a directory"
+        ]
+
     def test_an_event_file_that_is_not_json_is_exit_2(
         self, handlers: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

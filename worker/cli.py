@@ -247,6 +247,16 @@ def _publish_command(commands: Any) -> None:
     _json_flag(pub, "the message ids")
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
+
+
 def _local_command(commands: Any) -> None:
     local = command(
         commands,
@@ -258,7 +268,10 @@ def _local_command(commands: Any) -> None:
         examples=["worker local", "worker local --port 0 --json"],
     )
     local.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=option("port; 0: any free one", DEFAULT_PORT)
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=option("port; 0: any free one", DEFAULT_PORT),
     )
     local.add_argument("--host", default="127.0.0.1", help=option("address", "127.0.0.1"))
     _json_flag(local, "the endpoint and variables")

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from worker import invoke, testing
 from worker.cli_help import command, option
 from worker.config import HandlerType, Settings
-from worker.errors import ConfigurationError, HandlerExitError
+from worker.errors import ConfigurationError, HandlerExitError, StartupError
 from worker.invoke import Caller
 from worker.lambda_env import FunctionIdentity, container_memory_mb
 from worker.lambda_invocation import FunctionError, FunctionResponse, Result
@@ -189,6 +189,8 @@ async def invoke_lambda_handler(settings: Settings, event: bytes) -> Invoked:
     )
     from worker.lambda_logs import LineForwarder  # noqa: PLC0415
 
+    if settings.handler_path is not None and not settings.handler_path.is_dir():
+        raise ConfigurationError([f"WORKER_HANDLER_PATH={settings.handler_path}: not a directory"])
     identity = _identity(settings)
     spec = environment_spec(settings, identity)
     pool = EnvironmentPool(
@@ -202,6 +204,8 @@ async def invoke_lambda_handler(settings: Settings, event: bytes) -> Invoked:
         result: Result | None = await pool.warm_up(_INIT_SECONDS)
         if result is None:
             result = await pool.invoke(event, time.monotonic() + settings.max_processing_seconds)
+    except OSError as exc:  # the environment's process could not be started at all
+        raise StartupError(f"cannot start the function's environment: {exc}") from None
     finally:
         await pool.close()
     invoked = Invoked(
