@@ -1,4 +1,4 @@
-"""The command line: ``worker run | provision | publish | demo``.
+"""The command line: ``worker run | provision | publish | demo | local | invoke | dlq | ...``.
 
 Exit codes: 0 done; 1 could not start or failed (one line says why); 2 bad configuration or usage
 (one line per problem); 128 + the signal number when a second signal forces an immediate exit.
@@ -520,7 +520,7 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps({"message_ids": ids}))
     else:
         print("\n".join(ids))
-        print(f"published {len(ids)} messages", file=sys.stderr)
+        print(f"published {len(ids)} message{'' if len(ids) == 1 else 's'}", file=sys.stderr)
     return 0
 
 
