@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke_cli.add_command(commands, _invoke_common)
     dlq_cli.add_commands(commands, _common)
     _healthcheck_command(commands)
-    completion.add_command(commands, parser)
+    completion.add_command(commands)
     return parser
 
 

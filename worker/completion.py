@@ -21,7 +21,7 @@ _FILES = "__files__"
 _PATH_METAVARS = {"FILE", "PATH", "DIR"}
 
 
-def add_command(commands: Any, _: argparse.ArgumentParser) -> None:
+def add_command(commands: Any) -> None:
     """Add ``worker completion`` to the top-level subcommands."""
     parser = command(
         commands,
@@ -114,19 +114,19 @@ _worker_values() {{
 }}
 _worker_complete() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
-    local path="" word previous i values
+    local command="" word previous i values
     local valued={valued}
     for ((i = 1; i < COMP_CWORD; i++)); do
         word="${{COMP_WORDS[i]}}"
         previous="${{COMP_WORDS[i-1]}}"
         [[ "$word" == -* ]] && continue
         [[ "$previous" == -* && " $valued " == *" $previous "* ]] && continue
-        if [[ " $(_worker_words "$path") " == *" $word "* ]]; then
-            path="${{path:+$path }}$word"
+        if [[ " $(_worker_words "$command") " == *" $word "* ]]; then
+            command="${{command:+$command }}$word"
         fi
     done
     if [[ "$prev" == -* && " $valued " == *" $prev "* ]]; then
-        values="$(_worker_values "$path|$prev")"
+        values="$(_worker_values "$command|$prev")"
         if [[ "$values" == "{files}" ]]; then
             COMPREPLY=($(compgen -f -- "$cur"))
         else
@@ -134,12 +134,12 @@ _worker_complete() {{
         fi
         return
     fi
-    values="$(_worker_values "$path|")"
+    values="$(_worker_values "$command|")"
     if [[ "$cur" != -* && -n "$values" ]]; then
         COMPREPLY=($(compgen -W "$values" -- "$cur"))
         return
     fi
-    COMPREPLY=($(compgen -W "$(_worker_words "$path")" -- "$cur"))
+    COMPREPLY=($(compgen -W "$(_worker_words "$command")" -- "$cur"))
 }}
 complete -o default -F _worker_complete worker
 """
