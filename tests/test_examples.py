@@ -9,8 +9,10 @@ builds and runs it).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -110,6 +112,31 @@ class TestFiveCommands:
         assert "order o-1: charged 5" in output  # 4. the handler ran
         assert re.search(r"DLQ orders-dlq: 1 of about 1 messages", output)  # 5. what failed
         assert '{"order_id": "o-2", "amount": "lots"}' in output
+
+
+class TestInvokeSnippet:
+    """The README's ``worker invoke`` on the example handler prints what the README shows."""
+
+    async def test_it_prints_the_error_document_shown(self, tmp_path: Path) -> None:
+        block = re.search(r"```console\n\$ (worker invoke .*?)\n(.*?)```", README, re.DOTALL)
+        assert block is not None
+        command, shown = block.groups()
+        shutil.copy(EXAMPLES / "myhandlers.py", tmp_path)
+        process = await asyncio.create_subprocess_exec(
+            *shlex.split(command),
+            cwd=tmp_path,
+            env=_user_environment(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 1
+        printed = json.loads(out)
+        expected = json.loads(shown.replace("[ ... ]", "[]"))
+        assert {k: v for k, v in printed.items() if k != "stackTrace"} == {
+            k: v for k, v in expected.items() if k != "stackTrace"
+        }
+        assert "myhandlers.py" in printed["stackTrace"][0]
 
 
 class TestExampleUnitTests:
