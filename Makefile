@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# What `make demo` needs and no more: the worker and moto (the `local` extra).
+LOCAL_STAMP := $(VENV)/.installed-local
 
 # Debian packages the tests use; installed when missing (sudo when not root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -17,11 +19,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+$(LOCAL_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[local]'
+	touch $@
+
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/ruff check worker tests bench docs/examples
+	$(BIN)/ruff format --check worker tests bench docs/examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -67,8 +75,9 @@ test: lint typecheck rules deploy-check unit
 image-test: $(STAMP)
 	.ci/image-test
 
-## The README's demo command: the main job on an embedded moto server.
-demo: $(STAMP)
+## The README's demo command: the main job on an embedded moto server, then the DLQ's redrive and
+## reprocessing. It installs only what the demo needs, not the development tools.
+demo: $(LOCAL_STAMP)
 	$(BIN)/worker demo
 
 ## Figures, not tests: throughput against concurrency, next to the broker's ceiling.

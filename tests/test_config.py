@@ -300,8 +300,12 @@ class TestProblems:
     def test_unknown_key_in_file(self, toml_file: Path) -> None:
         toml_file.write_text("concurency = 3\n", encoding="utf-8")
         assert problems_of(config_file=toml_file) == [
-            "concurency: unknown setting in the configuration file"
+            f"{toml_file}: concurency: unknown setting (did you mean concurrency?)"
         ]
+
+    def test_unknown_key_in_file_without_suggestion(self, toml_file: Path) -> None:
+        toml_file.write_text("colour = 3\n", encoding="utf-8")
+        assert problems_of(config_file=toml_file) == [f"{toml_file}: colour: unknown setting"]
 
     def test_bad_value_in_file(self, toml_file: Path) -> None:
         toml_file.write_text("concurrency = 0\n", encoding="utf-8")

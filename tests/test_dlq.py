@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -35,7 +36,7 @@ from tests.support import (
 )
 from worker import Message, dlq
 from worker.config import Settings
-from worker.dlq_cli import _summary
+from worker.dlq_cli import ProgressLine, _summary, figures
 from worker.errors import ConfigurationError
 from worker.filtering import FilterCriteria
 from worker.provision import provision
@@ -325,6 +326,42 @@ class TestRedrive:
         source, dead = await depth(queues, queues.queue_url), await depth(queues, queues.dlq_url)
         assert source[0] + dead[0] == 10  # every message is visible in exactly one queue
         assert source[1] == dead[1] == 0  # and none is left held
+
+
+class TestProgress:
+    """A redrive's progress figures add up: moved + failed + skipped = seen."""
+
+    async def test_every_report_adds_up(self, queues: Queues) -> None:
+        await seed(queues, *(json.dumps({"type": t}) for t in ("order", "refund") * 4))
+        criteria = FilterCriteria.from_pattern('{"body": {"type": ["order"]}}')
+        reports: list[tuple[int, int, int, int]] = []
+
+        def progress(result: dlq.RedriveResult, _: int | None) -> None:
+            reports.append((result.seen, result.moved, result.failed, result.skipped))
+
+        result = await dlq.run_redrive(
+            queues.settings(),
+            dlq.RedrivePlan(criteria=criteria, hold_seconds=30),
+            progress=progress,
+        )
+        assert reports
+        assert all(seen == moved + failed + skipped for seen, moved, failed, skipped in reports)
+        assert (result.seen, result.moved, result.failed, result.skipped) == (8, 4, 0, 4)
+        assert _summary(result, dlq.RedrivePlan(criteria=criteria)).startswith(
+            "moved 4 of 8 messages in"
+        )
+
+    def test_the_line_shows_every_figure(self) -> None:
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        terminal = Terminal()
+        ProgressLine(terminal)(dlq.RedriveResult(seen=10, moved=6, failed=1, skipped=3), None)
+        assert terminal.getvalue().startswith("\r10 seen: 6 moved, 1 failed, 3 skipped; ")
+        dry = dlq.RedriveResult(seen=5, matched=4, skipped=1)
+        assert figures(dry, dry_run=True) == "5 seen: 4 would move, 1 skipped"
+        assert figures(dlq.RedriveResult(moved=7, native_task="t")) == "7 moved"
 
 
 class TestPassesLongerThanTheHold:

@@ -38,6 +38,24 @@ class TestReadme:
             assert shown == str(value), name
 
 
+class TestExamples:
+    """The README shows each file of docs/examples/ as it is, where tests build or run it."""
+
+    SHOWN = re.findall(
+        r"^<!-- (docs/examples/\S+) -->\n```\w*\n(.*?)^```$", README, re.MULTILINE | re.DOTALL
+    )
+
+    def test_each_shown_file_is_the_file(self) -> None:
+        assert self.SHOWN
+        for path, text in self.SHOWN:
+            assert text == (ROOT / path).read_text(encoding="utf-8"), path
+
+    def test_every_example_is_shown(self) -> None:
+        examples = ROOT / "docs" / "examples"
+        files = {str(p.relative_to(ROOT)) for p in examples.iterdir() if p.is_file()}
+        assert {path for path, _ in self.SHOWN} == files
+
+
 class TestShippedConfiguration:
     """The example configuration file loads."""
 

@@ -17,6 +17,7 @@ from worker import Message
 from worker.config import HandlerType, Settings
 from worker.provision import Provisioned, provision
 from worker.sqs import open_sns, open_sqs
+from worker.worker import serve
 
 
 async def fifo_queues(endpoint: str, **extra: Any) -> tuple[Settings, Provisioned]:
@@ -264,3 +265,66 @@ class TestProvisionAndPublish:
             f"{stamp}-1",
             f"{stamp}-2",
         ]
+
+
+class TestIdleExit:
+    """``--exit-when-idle`` does not end a drain while SQS still counts visible messages."""
+
+    async def test_a_group_held_behind_a_retry_is_waited_for(self, moto_endpoint: str) -> None:
+        settings, made = await fifo_queues(moto_endpoint)
+        handled: list[int] = []
+        failed: set[int] = set()
+
+        async def handler(message: Message) -> None:
+            number = message.json()["n"]
+            if number == 0 and not failed:
+                failed.add(number)
+                raise RuntimeError("transient")
+            handled.append(number)
+
+        await publish_groups(settings, made.topic_arn, {"a": 3})
+        # The head's retry waits 1.5-3 s; the rest of its group stays visible and cannot be
+        # received meanwhile: a quiet second that is not an empty queue.
+        report = await serve(
+            settings.model_copy(
+                update={
+                    "exit_when_idle": 1.0,
+                    "backoff_base_seconds": 3.0,
+                    "backoff_max_seconds": 3.0,
+                }
+            ),
+            handler=handler,
+        )
+        assert handled == [0, 1, 2]
+        assert report.stop_reason == "idle for 1s"
+
+    async def test_three_groups_at_the_default_wait_are_drained(self, moto_endpoint: str) -> None:
+        settings, made = await fifo_queues(moto_endpoint)
+        groups = {"a": 8, "b": 8, "c": 8}
+        handled: list[tuple[str, int]] = []
+
+        async def handler(message: Message) -> None:
+            item = message.json()
+            await asyncio.sleep(0.2)
+            handled.append((item["group"], item["n"]))
+
+        await publish_groups(settings, made.topic_arn, groups)
+        # The default 20 s long poll outlasted the idle time: the worker stopped with 18 of the
+        # 24 messages visible, waiting out a receive that moto did not end when groups unlocked.
+        report = await serve(
+            settings.model_copy(
+                update={"concurrency": 6, "exit_when_idle": 2.0, "wait_time_seconds": 20}
+            ),
+            handler=handler,
+        )
+        assert sorted(handled) == sorted(
+            (g, n) for g, count in groups.items() for n in range(count)
+        )
+        assert report.stop_reason == "idle for 2s"
+        async with open_sqs(settings) as sqs:
+            attributes = (
+                await sqs.get_queue_attributes(
+                    QueueUrl=made.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )
+            )["Attributes"]
+        assert attributes["ApproximateNumberOfMessages"] == "0"

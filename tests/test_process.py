@@ -276,6 +276,31 @@ class TestGracefulShutdown:
         assert time.monotonic() - started < 5
         assert "worker.forced_exit" in worker.err
 
+    async def test_ctrl_c_on_an_idle_worker_says_what_it_waits_for(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        async with worker_process(
+            tmp_path,
+            "run",
+            **{**run_args(queues), "WORKER_WAIT_TIME_SECONDS": "20"},
+            WORKER_CONCURRENCY="2",
+            TEST_SLEEP="0.5",
+        ) as worker:
+            await send(queues, "one")
+            # While it ran, the poller's receive for the other slot opened: 20 s on an empty queue.
+            await eventually(lambda: "one" in marks(tmp_path, "done"))
+            worker.signal(signal.SIGINT)
+            await eventually(lambda: "worker.waiting_for_receive" in worker.err)
+            worker.signal(signal.SIGINT)
+            assert await worker.exit_code(timeout=10) == 128 + signal.SIGINT
+        (waiting,) = [e for e in worker.events() if e["event"] == "worker.waiting_for_receive"]
+        seconds = waiting["seconds"]
+        assert isinstance(seconds, int)
+        assert 1 <= seconds <= 20
+        assert waiting["message"] == (
+            f"waiting up to {seconds} s for the open receive; Ctrl-C again to quit"
+        )
+
 
 class TestStartup:
     """What stops the worker from starting is said in one line, without a traceback."""
@@ -450,7 +475,9 @@ class TestCommands:
         assert verdicts["topic"] == verdicts["queue"] == verdicts["dlq"] == "created"
         assert verdicts["subscription"] == "created"
         again = {line.split()[0]: line.split()[1] for line in second.out.splitlines()}
-        assert again["topic"] == again["queue"] == again["dlq"] == again["subscription"] == "found"
+        assert again["topic"] == again["queue"] == again["dlq"] == again["subscription"]
+        assert again["subscription"] == "unchanged"
+        assert second.out.splitlines()[-1] == "unchanged: everything was already as asked"
         settings = Settings(endpoint_url=moto_endpoint, region=REGION)
         async with open_sqs(settings) as sqs:
             url = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
@@ -483,7 +510,8 @@ class TestCommands:
             stdin=lines,
         ) as publisher:
             assert await publisher.exit_code() == 0
-        assert publisher.out.strip() == "published 2 messages"
+        assert len(publisher.out.split()) == 2  # the message ids
+        assert "published 2 messages" in publisher.err
         received = await drain(queues, queues.queue_url, expect=2)
         envelopes = [json.loads(m["Body"]) for m in received]
         assert sorted(json.loads(e["Message"])["n"] for e in envelopes) == [1, 2]
@@ -495,3 +523,9 @@ class TestCommands:
             assert await demo.exit_code(timeout=90) == 0
         assert "Everything as expected." in demo.out
         assert "moved to the DLQ" in demo.out
+        # The DLQ's two ways back: a redrive once the outage is over, then a separate function.
+        assert "moved 1 of 3 messages" in demo.out
+        assert "worker run: order-1400 processed" in demo.out
+        assert "order-1300   archived: amount 'lots' is not a number" in demo.out
+        assert "queue and DLQ: 0 messages" in demo.out
+        assert 'worker_messages_received_total{queue="demo-orders"} 20.0' in demo.out

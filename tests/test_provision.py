@@ -7,6 +7,7 @@ again against the moto server, and checks both the resources and what the summar
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from tests.support import REGION, Queues, drain, publish
@@ -77,11 +78,11 @@ class TestFilterPolicy:
         attributes = await subscription_attributes(queues, result)
         assert json.loads(attributes["FilterPolicy"]) == {"kind": ["refund"]}
 
-    async def test_the_same_one_is_found(self, queues: Queues) -> None:
+    async def test_the_same_one_is_unchanged(self, queues: Queues) -> None:
         await provision(again(queues, filter_policy=ONLY_ORDERS))
         # Differently spaced, the same policy.
         result = await provision(again(queues, filter_policy='{"kind":["order"]}'))
-        assert verdict(result, "subscription")[0] == "found"
+        assert verdict(result, "subscription")[0] == "unchanged"
 
     async def test_raw_delivery_is_brought_in_line_and_said(self, queues: Queues) -> None:
         result = await provision(again(queues, raw_message_delivery=True))
@@ -107,7 +108,7 @@ class TestQueueAttributes:
                 QueueUrl=queues.queue_url, Attributes={"VisibilityTimeout": "300"}
             )
         result = await provision(again(queues))
-        assert verdict(result, "queue") == ("found", queues.queue_url)
+        assert verdict(result, "queue") == ("unchanged", queues.queue_url)
         assert (await queue_attributes(queues))["VisibilityTimeout"] == "300"
 
     async def test_max_receive_count_and_timeout_together(self, queues: Queues) -> None:
@@ -119,8 +120,48 @@ class TestQueueAttributes:
         assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == 7
         assert attributes["VisibilityTimeout"] == "45"
 
-    async def test_what_is_already_in_line_is_found(self, queues: Queues) -> None:
+    async def test_what_is_already_in_line_is_unchanged(self, queues: Queues) -> None:
         result = await provision(again(queues, visibility_timeout=30))
-        assert verdict(result, "queue") == ("found", queues.queue_url)
-        assert verdict(result, "subscription")[0] == "found"
-        assert verdict(result, "dlq")[0] == verdict(result, "topic")[0] == "found"
+        assert {what: said for what, _, said in result.steps} == dict.fromkeys(
+            ("dlq", "topic", "queue", "redrive", "policy", "subscription"), "unchanged"
+        )
+        assert not result.changed
+        assert result.lines()[-1] == "unchanged: everything was already as asked"
+
+
+class TestDryRun:
+    """``--dry-run`` says what provisioning would do, and does none of it."""
+
+    async def test_nothing_exists_yet(self, moto_endpoint: str) -> None:
+        name = f"dry-{uuid.uuid4().hex[:10]}"
+        settings = Settings(endpoint_url=moto_endpoint, region=REGION, queue_name=name)
+        result = await provision(settings, dry_run=True)
+        assert [(what, said) for what, _, said in result.steps] == [
+            ("dlq", "would create"),
+            ("topic", "would create"),
+            ("queue", "would create"),
+            ("redrive", "would set"),
+            ("policy", "would set"),
+            ("subscription", "would create"),
+        ]
+        assert result.lines()[-1] == "dry run: nothing was changed"
+        async with open_sqs(settings) as sqs:
+            urls = (await sqs.list_queues(QueueNamePrefix=name)).get("QueueUrls", [])
+        assert urls == []
+
+    async def test_changes_are_said_and_not_made(self, queues: Queues) -> None:
+        result = await provision(
+            again(queues, max_receive_count=7, raw_message_delivery=True), dry_run=True
+        )
+        said, name = verdict(result, "queue")
+        assert (said, name) == ("would update", f"{queues.queue_url} (maxReceiveCount 3 → 7)")
+        assert verdict(result, "redrive")[0] == "would set"
+        assert verdict(result, "policy")[0] == "unchanged"
+        assert verdict(result, "subscription")[0] == "would update"
+        assert json.loads((await queue_attributes(queues))["RedrivePolicy"])["maxReceiveCount"] == 3
+        assert (await subscription_attributes(queues, result)).get("RawMessageDelivery") != "true"
+
+    async def test_in_line_is_unchanged(self, queues: Queues) -> None:
+        result = await provision(again(queues), dry_run=True)
+        assert not result.changed
+        assert result.lines()[-1] == "unchanged: everything was already as asked"

@@ -22,7 +22,9 @@ from tests.support import (
     send,
 )
 from worker import Message, NonRetryableError
+from worker.config import Settings
 from worker.sqs import open_sqs
+from worker.worker import receive_wait_seconds
 
 
 class Recorder:
@@ -424,6 +426,16 @@ class TestIdleExit:
         assert sorted(recorder.bodies) == ["a", "b"]
         assert report.stop_reason == "idle for 1.5s"
         assert time.monotonic() - started < 10
+
+    @pytest.mark.parametrize(
+        ("wait", "idle", "expected"),
+        [(20, None, 20), (20, 12.0, 12), (20, 2.5, 2), (20, 0.5, 1), (5, 12.0, 5)],
+    )
+    def test_long_polls_wait_no_longer_than_the_idle_time(
+        self, wait: int, idle: float | None, expected: int
+    ) -> None:
+        settings = Settings(wait_time_seconds=wait, exit_when_idle=idle)
+        assert receive_wait_seconds(settings) == expected
 
 
 class TestLostMessages:

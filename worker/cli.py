@@ -1,4 +1,4 @@
-"""The command line: ``worker run | provision | publish | demo``.
+"""The command line: ``worker run | provision | publish | demo | local | invoke | dlq | ...``.
 
 Exit codes: 0 done; 1 could not start or failed (one line says why); 2 bad configuration or usage
 (one line per problem); 128 + the signal number when a second signal forces an immediate exit.
@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import json
 import os
 import signal
 import sys
@@ -23,10 +24,12 @@ from typing import Any
 
 import structlog
 
-from worker import dlq_cli
+from worker import completion, dlq_cli, invoke_cli
 from worker._version import __version__
+from worker.cli_help import HelpFormatter, command, option, setting
 from worker.config import HandlerType, LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError, StartupError
+from worker.local import DEFAULT_PORT
 from worker.logs import configure_logging
 from worker.publish import Event, parse_attribute, read_lines
 
@@ -37,93 +40,296 @@ EXIT_CONFIGURATION = 2
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML file of settings (WORKER_CONFIG_FILE)")
-    parser.add_argument("--queue", help="queue URL or name (WORKER_QUEUE_URL / WORKER_QUEUE_NAME)")
-    parser.add_argument("--endpoint-url", help="SQS/SNS endpoint, e.g. a local emulator")
-    parser.add_argument("--region", help="AWS region (AWS_REGION)")
-    parser.add_argument("--log-level", choices=[level.value for level in LogLevel])
-    parser.add_argument("--log-format", choices=[fmt.value for fmt in LogFormat])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="worker", description="Consume an SNS-subscribed SQS queue with your handler."
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of settings (WORKER_CONFIG_FILE; default: none)",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "--queue",
+        help="queue URL or name (WORKER_QUEUE_URL or WORKER_QUEUE_NAME; default: none)",
+    )
+    parser.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help=setting("SQS and SNS endpoint, e.g. worker local's", "endpoint_url", default="AWS"),
+    )
+    parser.add_argument(
+        "--region",
+        help=setting("AWS region", "region", default="AWS_REGION, or the queue URL's"),
+    )
+    _log_flags(parser)
 
-    run = commands.add_parser("run", help="consume the queue (the service)")
+
+def _log_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        choices=[level.value for level in LogLevel],
+        help=setting("least severe log level written", "log_level"),
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=[fmt.value for fmt in LogFormat],
+        help=setting("log lines on stderr; auto: console on a terminal", "log_format"),
+    )
+
+
+def _handler_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--handler",
+        metavar="NAME",
+        help=setting("package.module:function, or Lambda's module.function", "handler"),
+    )
+    parser.add_argument(
+        "--handler-type",
+        choices=[t.value for t in HandlerType],
+        help=setting("how the handler is called", "handler_type"),
+    )
+    parser.add_argument(
+        "--handler-path",
+        type=Path,
+        metavar="DIR",
+        help=setting(
+            "directory to import the handler from", "handler_path", default="the current one"
+        ),
+    )
+
+
+def _invoke_common(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    _handler_flags(parser)
+
+
+def _json_flag(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    parser.add_argument("--json", action="store_true", help=option(f"print {what} as JSON", False))
+
+
+def _run_command(commands: Any) -> None:
+    run = command(
+        commands,
+        "run",
+        summary="consume the queue with your handler (the service)",
+        description="Consume the queue: receive, run the handler, extend visibility, delete or "
+        "retry, until SIGTERM or Ctrl-C (a second one exits at once), or until idle with "
+        "--exit-when-idle.",
+        examples=[
+            "worker run --queue orders --handler myhandlers:handle",
+            "worker run --queue orders --handler app.handler --handler-type lambda",
+            "worker run --queue orders-dlq --handler orders.reprocess:handle --exit-when-idle 30",
+        ],
+    )
     _common(run)
+    _handler_flags(run)
     run.add_argument(
-        "--handler", help="package.module:function, or Lambda's module.function (WORKER_HANDLER)"
+        "--concurrency", type=int, help=setting("handler calls running at once", "concurrency")
     )
-    run.add_argument("--handler-type", choices=[t.value for t in HandlerType])
-    run.add_argument("--concurrency", type=int, help="handlers running at once")
-    run.add_argument("--batch-size", type=int, help="records per Lambda invocation")
+    run.add_argument(
+        "--batch-size", type=int, help=setting("records per Lambda invocation", "batch_size")
+    )
     run.add_argument(
         "--exit-when-idle",
         type=float,
         metavar="SECONDS",
-        help="exit 0 once nothing has arrived for SECONDS and nothing is in flight",
+        help=setting(
+            "exit 0 once nothing has arrived for SECONDS, nothing is in flight and no message "
+            "is visible",
+            "exit_when_idle",
+        ),
     )
 
-    prov = commands.add_parser("provision", help="create or check topic, queue, DLQ, subscription")
+
+def _provision_command(commands: Any) -> None:
+    prov = command(
+        commands,
+        "provision",
+        summary="create or check the topic, the queue, its DLQ and the subscription",
+        description="Create what is missing and bring what exists in line: the SNS topic, the "
+        "queue with its RedrivePolicy, the DLQ, the subscription and a queue policy that lets "
+        "only the topic send. Each step says created, updated (and how) or unchanged.",
+        examples=[
+            "worker provision --queue orders",
+            "worker provision --queue orders --max-receive-count 3 --dry-run",
+            "worker provision --queue orders.fifo --fifo --json",
+        ],
+    )
     _common(prov)
-    prov.add_argument("--topic", help="topic name (default: the queue's name)")
-    prov.add_argument("--dlq", help="DLQ name (default: <queue>-dlq)")
-    prov.add_argument("--max-receive-count", type=int, help="receives before the DLQ (default 5)")
-    prov.add_argument("--visibility-timeout", type=int, help="queue visibility timeout (s)")
+    prov.add_argument(
+        "--topic",
+        help="topic name (WORKER_TOPIC_NAME; default: the queue's name)",
+    )
+    prov.add_argument("--dlq", help=setting("DLQ name", "dlq_name", default="<queue>-dlq"))
+    prov.add_argument(
+        "--max-receive-count",
+        type=int,
+        help=setting("receives before the DLQ", "max_receive_count"),
+    )
+    prov.add_argument(
+        "--visibility-timeout",
+        type=int,
+        metavar="SECONDS",
+        help=setting(
+            "queue visibility timeout",
+            "visibility_timeout",
+            default="30 for a new queue, an existing one's kept",
+        ),
+    )
     prov.add_argument(
         "--raw-delivery",
         action="store_true",
         default=None,
-        help="subscribe with RawMessageDelivery",
+        help=setting("subscribe with RawMessageDelivery", "raw_message_delivery"),
     )
-    prov.add_argument("--filter-policy", help="subscription filter policy (JSON)")
+    prov.add_argument(
+        "--filter-policy",
+        metavar="JSON",
+        help=setting("subscription filter policy", "filter_policy"),
+    )
     prov.add_argument(
         "--fifo",
         action="store_true",
         default=None,
-        help="FIFO topic, queue and DLQ (names get .fifo)",
+        help=setting("FIFO topic, queue and DLQ (names get .fifo)", "fifo"),
     )
     prov.add_argument(
         "--content-based-deduplication",
         action="store_true",
         default=None,
-        help="FIFO: deduplicate by content instead of by deduplication id",
+        help=setting(
+            "FIFO: deduplicate by content instead of by deduplication id",
+            "content_based_deduplication",
+        ),
     )
+    prov.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=option("say what would change; change nothing", False),
+    )
+    _json_flag(prov, "the steps and resources")
 
-    pub = commands.add_parser("publish", help="publish events to the topic")
+
+def _publish_command(commands: Any) -> None:
+    pub = command(
+        commands,
+        "publish",
+        summary="publish events to the topic",
+        description="Publish messages to the SNS topic, in batches of ten, and print their "
+        "message ids. Bodies come from the arguments, from --file (JSON lines, one message a "
+        "line), or from stdin when it is not a terminal.",
+        examples=[
+            'worker publish --queue orders \'{"order_id": "o-1", "amount": 5}\'',
+            "worker publish --queue orders --attribute source=shop --file orders.jsonl",
+            "jq -c '.[]' orders.json | worker publish --queue orders --json",
+        ],
+    )
     _common(pub)
-    pub.add_argument("messages", nargs="*", help="message bodies")
-    pub.add_argument("--topic", help="topic name or ARN")
-    pub.add_argument("--file", help="JSON lines to publish, one message a line ('-' for stdin)")
+    pub.add_argument("messages", nargs="*", metavar="BODY", help="message bodies")
+    pub.add_argument(
+        "--topic",
+        help="topic name or ARN (WORKER_TOPIC_NAME or WORKER_TOPIC_ARN; default: the queue's name)",
+    )
+    pub.add_argument(
+        "--file",
+        metavar="PATH",
+        help=option("JSON lines to publish, one message a line; '-' for stdin"),
+    )
     pub.add_argument(
         "--attribute",
         action="append",
         default=[],
         metavar="NAME[:TYPE]=VALUE",
-        help="message attribute (repeatable; TYPE is String, Number or Binary)",
+        help=option("message attribute, repeatable; TYPE is String, Number or Binary (base64)"),
     )
-    pub.add_argument("--subject", help="SNS subject")
-    pub.add_argument("--group-id", help="FIFO topics: the MessageGroupId")
+    pub.add_argument("--subject", help=option("SNS subject"))
+    pub.add_argument("--group-id", help=option("FIFO topics: the MessageGroupId"))
     pub.add_argument(
         "--dedup-id",
-        help="FIFO topics: the MessageDeduplicationId (several messages get -1, -2, ...)",
+        help=option("FIFO topics: the MessageDeduplicationId (several messages get -1, -2, ...)"),
     )
+    _json_flag(pub, "the message ids")
 
-    demo = commands.add_parser("demo", help="run the whole path on an embedded moto server")
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
+
+
+def _local_command(commands: Any) -> None:
+    local = command(
+        commands,
+        "local",
+        summary="serve a local SQS and SNS (moto) until Ctrl-C, to try the other commands on",
+        description="Serve SQS and SNS on this machine (moto, from the local extra) until "
+        "Ctrl-C, and print the line that points the other commands at it: its endpoint, a "
+        "region and placeholder credentials. Nothing is kept when it stops.",
+        examples=["worker local", "worker local --port 0 --json"],
+    )
+    local.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=option("port; 0: any free one", DEFAULT_PORT),
+    )
+    local.add_argument("--host", default="127.0.0.1", help=option("address", "127.0.0.1"))
+    _json_flag(local, "the endpoint and variables")
+    _log_flags(local)
+
+
+def _healthcheck_command(commands: Any) -> None:
+    check = command(
+        commands,
+        "healthcheck",
+        summary="exit 0 if the worker's /healthz passes, 1 otherwise",
+        description="Ask a running worker's /healthz, for container health checks in images "
+        "without curl: prints its answer; exits 0 when it passes, 1 for anything else.",
+        examples=["worker healthcheck", "worker healthcheck --url http://10.0.0.7:8080/healthz"],
+    )
+    check.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of settings (WORKER_CONFIG_FILE; default: none)",
+    )
+    check.add_argument(
+        "--url",
+        help=option("what to ask", "http://127.0.0.1:$WORKER_HTTP_PORT/healthz"),
+    )
+    check.add_argument("--timeout", type=float, default=5.0, help=option("seconds", 5))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="worker",
+        description="Consume an SNS-subscribed SQS queue with your handler.",
+        epilog="examples:\n  worker demo\n  worker local\n  worker run --help",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _run_command(commands)
+    _provision_command(commands)
+    _publish_command(commands)
+    demo = command(
+        commands,
+        "demo",
+        summary="run the whole path on an embedded moto server",
+        description="Provision, publish, consume, then the DLQ's redrive and reprocessing, on "
+        "a moto server inside the process (or WORKER_ENDPOINT_URL's); prints what became of "
+        "each event and exits 0 when everything happened as expected.",
+        examples=["worker demo"],
+    )
     _common(demo)
-
+    _local_command(commands)
+    invoke_cli.add_command(commands, _invoke_common)
     dlq_cli.add_commands(commands, _common)
-
-    check = commands.add_parser(
-        "healthcheck", help="exit 0 if the worker's /healthz passes, 1 otherwise"
-    )
-    check.add_argument("--config", type=Path, help="TOML file of settings (WORKER_CONFIG_FILE)")
-    check.add_argument("--url", help="default: http://127.0.0.1:$WORKER_HTTP_PORT/healthz")
-    check.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    _healthcheck_command(commands)
+    completion.add_command(commands)
     return parser
 
 
@@ -184,18 +390,19 @@ def healthcheck(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "endpoint_url": args.endpoint_url,
-        "region": args.region,
-        "log_level": args.log_level,
-        "log_format": args.log_format,
-    }
-    if args.queue:
-        key = "queue_url" if args.queue.startswith(("http://", "https://")) else "queue_name"
-        values[key] = args.queue
+    values: dict[str, Any] = {}
+    queue = getattr(args, "queue", None)
+    if queue:
+        key = "queue_url" if queue.startswith(("http://", "https://")) else "queue_name"
+        values[key] = queue
     for name in (
+        "endpoint_url",
+        "region",
+        "log_level",
+        "log_format",
         "handler",
         "handler_type",
+        "handler_path",
         "concurrency",
         "batch_size",
         "exit_when_idle",
@@ -250,6 +457,14 @@ def _exit_after(seconds: float) -> None:
     timer = threading.Timer(seconds, force)
     timer.daemon = True
     timer.start()
+
+
+def _configure_logging(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    if os.environ.get("NO_COLOR"):  # https://no-color.org: set and not empty
+        for processor in structlog.get_config()["processors"]:
+            if isinstance(processor, structlog.dev.ConsoleRenderer):
+                processor.colors = False  # the same renderer formats the stdlib's lines
 
 
 class _Signals:
@@ -308,17 +523,21 @@ async def _run(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-async def _provision(settings: Settings, _: argparse.Namespace) -> int:
+async def _provision(settings: Settings, args: argparse.Namespace) -> int:
     from worker.provision import provision  # noqa: PLC0415
 
-    result = await provision(settings)
-    print("\n".join(result.lines()))
+    result = await provision(settings, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        print("\n".join(result.lines()))
     return 0
 
 
 def _events(args: argparse.Namespace) -> list[Event]:
     bodies = list(args.messages)
-    if args.file == "-":
+    piped = not bodies and args.file is None and sys.stdin is not None and not sys.stdin.isatty()
+    if args.file == "-" or piped:
         bodies.extend(read_lines(sys.stdin))
     elif args.file:
         try:
@@ -327,7 +546,7 @@ def _events(args: argparse.Namespace) -> list[Event]:
         except OSError as exc:
             raise ConfigurationError([f"--file {args.file}: {exc.strerror}"]) from None
     if not bodies:
-        raise ConfigurationError(["nothing to publish: give messages, or --file"])
+        raise ConfigurationError(["nothing to publish: give messages, --file, or lines on stdin"])
     attributes = dict(parse_attribute(text) for text in args.attribute) or None
 
     def dedup(index: int) -> str | None:
@@ -351,7 +570,11 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> int:
     from worker.publish import publish  # noqa: PLC0415
 
     ids = await publish(settings, args.events)
-    print(f"published {len(ids)} messages")
+    if args.json:
+        print(json.dumps({"message_ids": ids}))
+    else:
+        print("\n".join(ids))
+        print(f"published {len(ids)} message{'' if len(ids) == 1 else 's'}", file=sys.stderr)
     return 0
 
 
@@ -359,6 +582,56 @@ async def _demo(settings: Settings, _: argparse.Namespace) -> int:
     from worker.demo import run_demo  # noqa: PLC0415
 
     return await run_demo(settings, sys.stdout)
+
+
+async def _invoke(settings: Settings, args: argparse.Namespace) -> int:
+    invoked = await invoke_cli.run(settings, args)
+    invoke_cli.report(invoked, sys.stdout, as_json=args.json)
+    code = 0 if invoked.succeeded else EXIT_FAILED
+    if invoked.abandoned:
+        # A handler thread past its budget would keep the interpreter from exiting.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+async def _until_signalled() -> str:
+    """Wait for SIGINT or SIGTERM; the signal's name."""
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[str] = loop.create_future()
+
+    def on_signal(number: int) -> None:
+        if not stopped.done():
+            stopped.set_result(signal.Signals(number).name)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal, number)
+    return await stopped
+
+
+async def _local(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.local import embedded_broker, shell_environment  # noqa: PLC0415
+
+    with embedded_broker(args.host, args.port) as endpoint:
+        variables = shell_environment(endpoint, settings.region)
+        if args.json:
+            print(json.dumps({"endpoint_url": endpoint, "environment": variables}))
+        else:
+            exports = " ".join(f"{name}={value}" for name, value in variables.items())
+            print(
+                f"SQS and SNS (moto) on {endpoint}, until Ctrl-C. In another shell:\n\n"
+                f"  export {exports}\n",
+                flush=True,
+            )
+        sys.stdout.flush()
+        log.info("local.stopping", signal=await _until_signalled())
+    return 0
+
+
+async def _completion(_: Settings, args: argparse.Namespace) -> int:
+    print(completion.script(build_parser(), args.shell), end="")
+    return 0
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -370,6 +643,9 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
     "provision": _provision,
     "publish": _publish,
     "demo": _demo,
+    "invoke": _invoke,
+    "local": _local,
+    "completion": _completion,
     "dlq": _dlq,
 }
 
@@ -380,10 +656,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "healthcheck":
         return healthcheck(args)
     try:
-        settings = load_settings(config_file=args.config, overrides=_overrides(args))
+        settings = load_settings(
+            config_file=getattr(args, "config", None), overrides=_overrides(args)
+        )
         if args.command == "publish":
             args.events = _events(args)
-        configure_logging(settings.log_level, settings.log_format)
+        _configure_logging(settings)
         return asyncio.run(_COMMANDS[args.command](settings, args))
     except ConfigurationError as exc:
         for problem in exc.problems:

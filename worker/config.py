@@ -360,23 +360,27 @@ def _known_variables() -> set[str]:
     return {env_name(name) for name in Settings.model_fields} | {CONFIG_FILE_VARIABLE}
 
 
+def _did_you_mean(name: str, known: Mapping[str, str]) -> str:
+    """`` (did you mean X?)`` for the known name closest to ``name`` (a key of ``known``)."""
+    import difflib  # noqa: PLC0415 -- only for a mistake: not in every worker's memory
+
+    guess = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {known[guess[0]]}?)" if guess else ""
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One problem line per ``WORKER_*`` variable that no setting reads, with a likely match."""
     known = _known_variables()
     # Compared without the prefix they all share, which would make any two names look alike.
     stems = {name.removeprefix(ENV_PREFIX): name for name in known}
-    problems = []
-    for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known and not _SERVICE_LINK.match(name):
-            import difflib  # noqa: PLC0415 -- only for a mistake: not in every worker's memory
-
-            guess = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), stems, n=1)
-            hint = f" (did you mean {stems[guess[0]]}?)" if guess else ""
-            problems.append(f"{name}: unknown setting{hint}")
-    return problems
+    return [
+        f"{name}: unknown setting{_did_you_mean(name.removeprefix(ENV_PREFIX), stems)}"
+        for name in sorted(environ)
+        if name.startswith(ENV_PREFIX) and name not in known and not _SERVICE_LINK.match(name)
+    ]
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, Any], config_file: Path | None = None) -> str:
     location = error.get("loc") or ()
     message = str(error["msg"]).removeprefix("Value error, ")
     if not location:
@@ -384,7 +388,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     field = str(location[0])
     where = env_name(field) if field in Settings.model_fields else field
     if error["type"] == "extra_forbidden":
-        return f"{field}: unknown setting in the configuration file"
+        # As for an unknown variable: a likely match, and where the key was found.
+        fields = {name: name for name in Settings.model_fields}
+        return f"{config_file}: {field}: unknown setting{_did_you_mean(field, fields)}"
     shown = error.get("input")
     secret = field in _SECRET_FIELDS
     got = f" (got {shown!r})" if isinstance(shown, str | int | float | bool) and not secret else ""
@@ -421,7 +427,7 @@ def load_settings(
     try:
         settings = settings_cls(**given)
     except ValidationError as exc:
-        problems.extend(_describe(error) for error in exc.errors(include_url=False))
+        problems.extend(_describe(error, config_file) for error in exc.errors(include_url=False))
         raise ConfigurationError(problems) from None
     if problems:
         raise ConfigurationError(problems)

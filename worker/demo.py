@@ -1,10 +1,12 @@
-"""``worker demo``: the whole path on an embedded moto server, in about fifteen seconds.
+"""``worker demo``: the whole path on an embedded moto server, in about half a minute.
 
 It provisions a topic, a queue (4 s visibility timeout, maxReceiveCount 3) and its DLQ, publishes
 order events through SNS (ordinary ones, a slow one that outlives the visibility timeout, a flaky
-one that fails once, a poison one and one that is not JSON), runs the worker with the example
-handler until the queue is idle, and shows what happened to each event. It exits 1 if anything
-did not happen as it should.
+one that fails once, one that meets a payment outage, a poison one and one that is not JSON),
+runs the worker with the example handler until the queue is idle, and shows what happened to
+each event. Then the DLQ's two ways back: once the outage is over, a redrive of the orders it
+failed, and a separate reprocessing function run over what is left; and the first run's metrics.
+It exits 1 if anything did not happen as it should.
 """
 
 from __future__ import annotations
@@ -16,17 +18,34 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from worker.config import EnvelopeMode, Settings
-from worker.examples.orders import handle
+from worker.dlq import RedrivePlan, run_redrive, stats
+from worker.examples.orders import handle, reprocess
+from worker.filtering import FilterCriteria
 from worker.local import embedded_broker
 from worker.message import Message, parse_message
-from worker.provision import provision
+from worker.provision import Provisioned, provision
 from worker.publish import Event, publish
 from worker.sqs import open_sqs
 from worker.worker import Report, serve
 
 VISIBILITY_SECONDS = 4
 MAX_RECEIVES = 3
+# The redrive's and the reprocessing's runs handle a message or two: a short idle exit.
+LATER_IDLE_SECONDS = 2.0
+# Orders whose amount is a number: what failed for a passing reason, not for its content.
+REDRIVE_FILTER = '{"body": {"amount": [{"numeric": [">", 0]}]}}'
+REPROCESS = "worker.examples.orders:reprocess"
+SHOWN_METRICS = (
+    "worker_messages_received_total",
+    "worker_messages_succeeded_total",
+    "worker_messages_failed_total",
+    "worker_messages_deleted_total",
+    "worker_messages_retried_total",
+    "worker_visibility_extensions_total",
+)
 
 
 @dataclass(frozen=True)
@@ -52,16 +71,20 @@ SAMPLES = [
     ),
     Sample("order-1200", _order(1200, 45, fail_first_attempts=1), "flaky: fails once"),
     Sample("order-1300", _order(1300, "lots"), "poison: amount is not a number", True),
+    Sample("order-1400", _order(1400, 60), "outage: the payment service is down", True),
     Sample("not-json", "this is not JSON", "malformed body", True),
 ]
+OUTAGE = frozenset({"order-1400"})  # whose payments fail until the outage is over
 
 
 class Ledger:
-    """Counts each event's deliveries and remembers how the last one ended."""
+    """Counts each event's deliveries, remembers how the last one ended, plays the outage."""
 
-    def __init__(self) -> None:
+    def __init__(self, outage: frozenset[str] = OUTAGE) -> None:
         self.deliveries: Counter[str] = Counter()
         self.outcome: dict[str, str] = {}
+        self.archived: dict[str, str] = {}
+        self.outage = set(outage)
 
     def wrap(
         self, handler: Callable[[Message], Awaitable[None]]
@@ -72,11 +95,28 @@ class Ledger:
             label = label_of(message.body)
             self.deliveries[label] += 1
             try:
+                self._pay(label)
                 await handler(message)
             except Exception as exc:
                 self.outcome[label] = type(exc).__name__
                 raise
             self.outcome[label] = "processed"
+
+        return recorded
+
+    def _pay(self, label: str) -> None:
+        if label in self.outage:
+            raise ConnectionError("payment service unavailable (simulated outage)")
+
+    def wrap_reprocessing(
+        self, function: Callable[[Message], Awaitable[dict[str, str | None]]]
+    ) -> Callable[[Message], Awaitable[dict[str, str | None]]]:
+        """The DLQ's reprocessing function, recording why each message was archived."""
+
+        async def recorded(message: Message) -> dict[str, str | None]:
+            archive = await function(message)
+            self.archived[label_of(message.body)] = str(archive["reason"])
+            return archive
 
         return recorded
 
@@ -147,7 +187,7 @@ def _verdict(sample: Sample, ledger: Ledger, in_dlq: set[str]) -> tuple[str, boo
 
 
 def summarise(report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO) -> bool:
-    """Print what became of each event; returns whether everything went as it should."""
+    """Print what became of each event in the first run; whether all went as it should."""
     out.write(
         f"\nSNS topic → SQS queue (visibility {VISIBILITY_SECONDS} s, maxReceiveCount "
         f"{MAX_RECEIVES}) → DLQ, on an embedded moto server\n\n"
@@ -170,8 +210,76 @@ def summarise(report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO) ->
         f"DLQ: {len(in_dlq)} messages ({', '.join(sorted(in_dlq))})\n"
         f"stopped: {report.stop_reason}\n"
     )
-    out.write("\nEverything as expected.\n" if all_ok else "\nSomething did not go as expected.\n")
     return all_ok
+
+
+async def redrive_after_the_outage(config: Settings, ledger: Ledger, out: TextIO) -> bool:
+    """The outage is over: move the orders it failed back to the queue, and handle them."""
+    ledger.outage.clear()
+    out.write(
+        "\nThe payment service is back: the orders it failed go back to the queue.\n"
+        f"$ worker dlq redrive --filter '{REDRIVE_FILTER}'\n"
+    )
+    out.flush()
+    plan = RedrivePlan(criteria=FilterCriteria.from_pattern(REDRIVE_FILTER), hold_seconds=30)
+    moved = await run_redrive(config, plan)
+    out.write(
+        f"moved {moved.moved} of {moved.seen} messages; {moved.skipped} did not match the filter "
+        "and stay in the DLQ\n"
+    )
+    before = ledger.deliveries["order-1400"]
+    report = await serve(
+        config.model_copy(update={"exit_when_idle": LATER_IDLE_SECONDS}),
+        handler=ledger.wrap(handle),
+    )
+    redelivered = ledger.deliveries["order-1400"] - before
+    outcome = ledger.outcome.get("order-1400")
+    out.write(f"worker run: order-1400 {outcome} ({redelivered} delivery)\n")
+    return (moved.moved, moved.skipped, redelivered, outcome, report.failed) == (
+        1,
+        2,
+        1,
+        "processed",
+        0,
+    )
+
+
+async def reprocess_the_dlq(
+    config: Settings, made: Provisioned, ledger: Ledger, out: TextIO
+) -> bool:
+    """A separate function over what is left in the DLQ, as a scheduled job would run it."""
+    dlq_name = made.dlq_url.rsplit("/", 1)[-1]
+    out.write(
+        "\nWhat is left in the DLQ cannot be processed: a separate function archives it.\n"
+        f"$ worker run --queue {dlq_name} --handler {REPROCESS} "
+        f"--exit-when-idle {LATER_IDLE_SECONDS:g}\n"
+    )
+    out.flush()
+    reprocessing = config.model_copy(
+        update={
+            "queue_url": made.dlq_url,
+            "queue_name": None,
+            "handler": REPROCESS,
+            "exit_when_idle": LATER_IDLE_SECONDS,
+        }
+    )
+    report = await serve(reprocessing, handler=ledger.wrap_reprocessing(reprocess))
+    for label, reason in sorted(ledger.archived.items()):
+        out.write(f"{label:<12} archived: {reason}\n")
+    _, (source, dead) = await stats(config, sample=0)  # worker dlq stats
+    left = dead.visible + dead.in_flight + source.visible + source.in_flight
+    out.write(f"queue and DLQ: {left} messages\n")
+    return (
+        left == 0 and report.succeeded == 2 and set(ledger.archived) == {"order-1300", "not-json"}
+    )
+
+
+def show_metrics(registry: CollectorRegistry, out: TextIO) -> None:
+    """Some of the first run's metrics, as its ``/metrics`` endpoint served them."""
+    out.write("\nThe first run's metrics, as its /metrics endpoint served them (a few):\n")
+    for line in generate_latest(registry).decode().splitlines():
+        if line.split("{", 1)[0] in SHOWN_METRICS:
+            out.write(f"{line}\n")
 
 
 async def run_demo(settings: Settings, out: TextIO) -> int:
@@ -185,7 +293,15 @@ async def run_demo(settings: Settings, out: TextIO) -> int:
         out.write(f"published {len(SAMPLES)} events to {made.topic_arn}\n\n")
         out.flush()
         ledger = Ledger()
-        report = await serve(config, handler=ledger.wrap(handle))
+        registry = CollectorRegistry()
+        report = await serve(config, handler=ledger.wrap(handle), registry=registry)
         in_dlq = await dead_letters(config, made.dlq_url)
-        return 0 if summarise(report, ledger, in_dlq, out) else 1
+        all_ok = summarise(report, ledger, in_dlq, out)
+        all_ok &= await redrive_after_the_outage(config, ledger, out)
+        all_ok &= await reprocess_the_dlq(config, made, ledger, out)
+        show_metrics(registry, out)
+        out.write(
+            "\nEverything as expected.\n" if all_ok else "\nSomething did not go as expected.\n"
+        )
+        return 0 if all_ok else 1
     return 1  # pragma: no cover -- ExitStack does not swallow exceptions

@@ -418,6 +418,7 @@ class RedrivePlan:
 class RedriveResult:
     """What a redrive did."""
 
+    seen: int = 0  # received, each message once: moved + failed + skipped (a dry run: matched)
     moved: int = 0
     matched: int = 0  # for a dry run: what would have been moved
     skipped: int = 0  # did not match the filter, left in the DLQ
@@ -605,6 +606,7 @@ class Redrive:
         # What is not moved stays held until the end of the run, so that it is not received
         # again while the run goes on.
         chosen = [raw for raw in batch if self._matches(raw)]
+        self.result.seen += len(batch)
         self.result.skipped += len(batch) - len(chosen)
         self.result.matched += len(chosen)
         for raw in chosen:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import botocore.exceptions
 import structlog
 
 from worker import dlq
+from worker.cli_help import command, option
 from worker.config import Settings
 from worker.errors import ConfigurationError, StartupError
 from worker.sqs import describe_failure, error_code
@@ -33,54 +35,123 @@ _PROGRESS_LOG_SECONDS = 5.0
 
 def add_commands(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``worker dlq ...`` to the top-level subcommands."""
-    parser = commands.add_parser("dlq", help="inspect, redrive and purge the dead-letter queue")
+    parser = command(
+        commands,
+        "dlq",
+        summary="inspect, redrive and purge the dead-letter queue",
+        description="The operator's side of the DLQ, found from the queue's RedrivePolicy "
+        "(--queue names the source queue, not the DLQ).",
+        examples=[
+            "worker dlq stats --queue orders",
+            "worker dlq peek --queue orders",
+            "worker dlq redrive --queue orders --dry-run",
+        ],
+    )
     verbs = parser.add_subparsers(dest="dlq_command", required=True, metavar="DLQ_COMMAND")
 
-    stats = verbs.add_parser("stats", help="depth of the queue and its DLQ, age of the oldest")
+    stats = command(
+        verbs,
+        "stats",
+        summary="depth of the queue and its DLQ, age of the oldest",
+        description="Visible, in flight and delayed messages of the queue and its DLQ, the age "
+        "of the DLQ's oldest message (estimated from a peek of ten) and maxReceiveCount.",
+        examples=["worker dlq stats --queue orders", "worker dlq stats --queue orders --json"],
+    )
     common(stats)
-    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument("--json", action="store_true", help=option("print JSON", False))
 
-    peek = verbs.add_parser("peek", help="show DLQ messages without consuming them")
+    peek = command(
+        verbs,
+        "peek",
+        summary="show DLQ messages without consuming them",
+        description="Receive DLQ messages and release them at once (nothing is consumed), "
+        "grouped by the shape of their bodies, SNS envelopes unwrapped.",
+        examples=["worker dlq peek --queue orders", "worker dlq peek --queue orders --full --json"],
+    )
     common(peek)
-    peek.add_argument("--limit", type=int, default=50, help="messages to read (default 50)")
-    peek.add_argument("--json", action="store_true", help="print JSON, one document")
-    peek.add_argument("--full", action="store_true", help="do not truncate bodies")
+    peek.add_argument("--limit", type=int, default=50, help=option("messages to read", 50))
+    peek.add_argument("--json", action="store_true", help=option("print JSON, one document", False))
+    peek.add_argument("--full", action="store_true", help=option("do not truncate bodies", False))
 
-    redrive = verbs.add_parser("redrive", help="move DLQ messages back to the queue")
+    redrive = command(
+        verbs,
+        "redrive",
+        summary="move DLQ messages back to the queue",
+        description="Move DLQ messages back to the queue (or --to another): with SQS's own move "
+        "task where it can, message by message otherwise (sent first, deleted from the DLQ "
+        "after), filtered, limited or counted only. Ctrl-C finishes the batch in hand.",
+        examples=[
+            "worker dlq redrive --queue orders",
+            'worker dlq redrive --queue orders --filter \'{"body": {"type": ["order"]}}\'',
+            "worker dlq redrive --queue orders --max 100 --rate 10 --json",
+        ],
+    )
     common(redrive)
     redrive.add_argument(
-        "--to", metavar="QUEUE", help="destination URL or name (default: the queue)"
+        "--to", metavar="QUEUE", help=option("destination URL or name", "the queue")
     )
-    redrive.add_argument("--max", type=int, metavar="N", help="move at most N messages")
-    redrive.add_argument("--rate", type=float, metavar="PER_SECOND", help="messages per second")
+    redrive.add_argument("--max", type=int, metavar="N", help=option("move at most N messages"))
+    redrive.add_argument(
+        "--rate", type=float, metavar="PER_SECOND", help=option("messages per second")
+    )
     redrive.add_argument(
         "--filter",
         metavar="PATTERN",
-        help='a Lambda filter pattern (JSON), e.g. \'{"body": {"type": ["order"]}}\'; the body '
-        "is the published payload, SNS envelope unwrapped",
+        help=option(
+            'a Lambda filter pattern (JSON), e.g. \'{"body": {"type": ["order"]}}\'; the body '
+            "is the published payload, SNS envelope unwrapped"
+        ),
     )
-    redrive.add_argument("--dry-run", action="store_true", help="count what would move")
     redrive.add_argument(
-        "--manual", action="store_true", help="move message by message even where SQS could"
+        "--dry-run", action="store_true", help=option("count what would move", False)
+    )
+    redrive.add_argument(
+        "--manual",
+        action="store_true",
+        help=option("move message by message even where SQS could", False),
     )
     redrive.add_argument(
         "--hold",
         type=int,
         default=60,
         metavar="SECONDS",
-        help="visibility of messages being moved (default 60)",
+        help=option("visibility of messages being moved", 60),
     )
     redrive.add_argument(
-        "--no-wait", action="store_true", help="start SQS's move task and return at once"
+        "--no-wait",
+        action="store_true",
+        help=option("start SQS's move task and return at once", False),
+    )
+    redrive.add_argument(
+        "--json", action="store_true", help=option("print the result as JSON", False)
     )
 
-    moves = verbs.add_parser("moves", help="list SQS's move tasks of the DLQ, or cancel one")
+    moves = command(
+        verbs,
+        "moves",
+        summary="list SQS's move tasks of the DLQ, or cancel one",
+        description="List the message move tasks SQS runs or ran on the DLQ (a redrive started "
+        "with --no-wait, or interrupted), or cancel one.",
+        examples=[
+            "worker dlq moves --queue orders",
+            "worker dlq moves --queue orders --cancel TASK_HANDLE",
+        ],
+    )
     common(moves)
-    moves.add_argument("--cancel", metavar="TASK_HANDLE", help="cancel this move task")
+    moves.add_argument("--cancel", metavar="TASK_HANDLE", help=option("cancel this move task"))
+    moves.add_argument("--json", action="store_true", help=option("print JSON", False))
 
-    purge = verbs.add_parser("purge", help="delete every message in the DLQ")
+    purge = command(
+        verbs,
+        "purge",
+        summary="delete every message in the DLQ",
+        description="Delete every message in the DLQ; refused without --yes, which says how "
+        "many would go.",
+        examples=["worker dlq purge --queue orders --yes"],
+    )
     common(purge)
-    purge.add_argument("--yes", action="store_true", help="yes, delete them all")
+    purge.add_argument("--yes", action="store_true", help=option("yes, delete them all", False))
+    purge.add_argument("--json", action="store_true", help=option("print JSON", False))
 
 
 def _age(seconds: float | None, estimate: bool = False) -> str:
@@ -164,11 +235,24 @@ async def _peek(settings: Settings, args: argparse.Namespace, out: TextIO) -> in
     return 0
 
 
+def figures(result: dlq.RedriveResult, *, dry_run: bool = False) -> str:
+    """What a redrive has done so far, in figures that add up to what it has seen."""
+    if result.native_task is not None or not result.seen:
+        return f"{result.moved} moved"  # SQS's move task counts only what it moved
+    done = (
+        f"{result.matched} would move"
+        if dry_run
+        else f"{result.moved} moved, {result.failed} failed"
+    )
+    return f"{result.seen} seen: {done}, {result.skipped} skipped"
+
+
 class ProgressLine:
     """Count, rate and what remains: one rewritten line on a terminal, a log line otherwise."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, dry_run: bool = False) -> None:
         self._stream = stream
+        self._dry_run = dry_run
         self._interactive = stream.isatty()
         self._started = time.monotonic()
         self._logged = 0.0
@@ -176,21 +260,23 @@ class ProgressLine:
 
     def __call__(self, result: dlq.RedriveResult, remaining: int | None) -> None:
         elapsed = max(1e-6, time.monotonic() - self._started)
-        count = result.matched if result.moved == 0 and result.matched else result.moved
-        rate = count / elapsed
+        rate = (result.seen or result.moved) / elapsed
         left = "" if remaining is None else f", ~{remaining} left"
         eta = f", ~{_age(remaining / rate)} to go" if remaining and rate > 0 else ""
         if self._interactive:
-            self._stream.write(f"\r{count} moved, {rate:.1f}/s{left}{eta}   ")
+            line = figures(result, dry_run=self._dry_run)
+            self._stream.write(f"\r{line}; {rate:.1f}/s{left}{eta}   ")
             self._stream.flush()
             self._shown = True
         elif time.monotonic() - self._logged >= _PROGRESS_LOG_SECONDS:
             self._logged = time.monotonic()
             log.info(
                 "dlq.redrive_progress",
+                seen=result.seen,
                 moved=result.moved,
-                matched=result.matched,
+                failed=result.failed,
                 skipped=result.skipped,
+                matched=result.matched,
                 per_second=round(rate, 2),
                 remaining=remaining,
             )
@@ -246,7 +332,7 @@ def _plan(args: argparse.Namespace) -> dlq.RedrivePlan:
 
 async def _redrive(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     plan = _plan(args)
-    progress = ProgressLine(sys.stderr)
+    progress = ProgressLine(sys.stderr, dry_run=plan.dry_run)
     stop = asyncio.Event()
     _install_stop(stop.set)
     try:
@@ -255,7 +341,13 @@ async def _redrive(settings: Settings, args: argparse.Namespace, out: TextIO) ->
         )
     finally:
         progress.end()
-    out.write(_summary(result, plan) + "\n")
+    if args.json:
+        # asdict would rebuild the Counter of shapes from its items, counting the pairs.
+        document = {**dataclasses.asdict(result), "shapes": dict(result.shapes)}
+        document["dry_run"] = plan.dry_run
+        out.write(json.dumps(document, indent=2) + "\n")
+    else:
+        out.write(_summary(result, plan) + "\n")
     if result.interrupted:
         return EXIT_INTERRUPTED
     return 1 if result.failed or result.delete_failed else 0
@@ -266,9 +358,9 @@ def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
         return _native_summary(result)
     lines = []
     if plan.dry_run:
-        lines.append(f"dry run: {result.matched} messages would be moved")
+        lines.append(f"dry run: {result.matched} of {result.seen} messages would be moved")
     else:
-        lines.append(f"moved {result.moved} messages in {result.seconds:.1f} s")
+        lines.append(f"moved {result.moved} of {result.seen} messages in {result.seconds:.1f} s")
     if result.skipped:
         lines.append(f"{result.skipped} did not match the filter and stay in the DLQ")
     if result.failed:
@@ -317,11 +409,17 @@ async def _moves(settings: Settings, args: argparse.Namespace, out: TextIO) -> i
         try:
             if args.cancel:
                 moved = await dlq.cancel_move_task(client, args.cancel)
-                out.write(f"cancelled {args.cancel} after {moved} messages\n")
+                if args.json:
+                    out.write(json.dumps({"cancelled": args.cancel, "moved": moved}) + "\n")
+                else:
+                    out.write(f"cancelled {args.cancel} after {moved} messages\n")
                 return 0
             tasks = await dlq.list_move_tasks(client, pair.dlq_arn)
         except dlq.MoveTasksUnsupportedError as exc:
             raise StartupError(f"this endpoint has no message move tasks ({exc})") from None
+    if args.json:
+        out.write(json.dumps({"dlq": pair.dlq_name, "tasks": tasks}, indent=2, default=str) + "\n")
+        return 0
     if not tasks:
         out.write(f"no move tasks for {pair.dlq_name}\n")
     for task in tasks:
@@ -347,7 +445,10 @@ async def _purge(settings: Settings, args: argparse.Namespace, out: TextIO) -> i
             [f"refusing to delete the {rows[1].visible} messages of {pair.dlq_name} without --yes"]
         )
     pair, count = await dlq.purge(settings)
-    out.write(f"purged {pair.dlq_name} ({count} messages)\n")
+    if args.json:
+        out.write(json.dumps({"dlq": pair.dlq_name, "purged": count}) + "\n")
+    else:
+        out.write(f"purged {pair.dlq_name} ({count} messages)\n")
     return 0
 
 

@@ -66,8 +66,11 @@ def load_handler(spec: str, search_path: Path | None = None) -> Handler:
     if names is None:
         raise problem(f"must be {HANDLER_FORMS}")
     module_name, attribute = names
-    if search_path is not None:
-        sys.path.insert(0, str(search_path))
+    # Without WORKER_HANDLER_PATH, the current directory, as `python -m`, celery and uvicorn do:
+    # the console script's own directory is on the path, not the one it was started from.
+    directory = str(search_path if search_path is not None else Path.cwd())
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
     target: Any = _imported(module_name, problem)
     for part in attribute.split("."):
         try:

@@ -95,6 +95,8 @@ class Poller:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._idle = False  # waiting for slots or backing off: safe to cancel
+        # When the receive now open returns at the latest (``time.monotonic``); None: none open.
+        self.receive_ends: float | None = None
         # Gathered beyond the payload limit: the start of the next batch, whichever poller gets
         # the next slot. Shared by all pollers, so that it never waits behind an empty gather.
         self._carry: list[Lease] = [] if carry is None else carry
@@ -153,15 +155,15 @@ class Poller:
     async def _receive(self, count: int, wait: int | None = None) -> list[MessageTypeDef] | None:
         """One receive; ``None`` when it failed (logged, to be backed off by the caller)."""
         asked = time.monotonic()
+        seconds = self._wait_seconds if wait is None else wait
+        self.receive_ends = asked + seconds
         try:
-            messages = await self._queue.receive(
-                count,
-                self._wait_seconds if wait is None else wait,
-                self._visibility_timeout,
-            )
+            messages = await self._queue.receive(count, seconds, self._visibility_timeout)
         except Exception as exc:  # noqa: BLE001 -- SQS unreachable or refusing: back off
             self._log_failure(exc)
             return None
+        finally:
+            self.receive_ends = None
         self.consecutive_errors = 0
         if messages and self._prefetch is not None:
             self._prefetch.received(time.monotonic() - asked)

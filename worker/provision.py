@@ -2,7 +2,8 @@
 
 Idempotent: what exists is checked and brought in line (RedrivePolicy, a visibility timeout that
 was asked for, queue policy, raw delivery and filter policy of the subscription), what is missing
-is created, and every step says which it was and what it changed.
+is created, and every step says which it was and what it changed — ``unchanged`` where nothing
+was. A dry run reads the same and changes nothing: each step says what it would do.
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ _DLQ_RETENTION_SECONDS = 1_209_600  # 14 days, the most SQS keeps a message: tim
 _MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
+UNCHANGED = "unchanged"
+_WOULD = {"created": "would create", "updated": "would update", "set": "would set"}
+
+
 @dataclass
 class Provisioned:
-    """What ``provision`` made or found."""
+    """What ``provision`` made or found; in a dry run, what it would make (ARNs of what does not
+    exist yet are empty)."""
 
     topic_arn: str = ""
     queue_url: str = ""
@@ -36,23 +42,56 @@ class Provisioned:
     dlq_url: str = ""
     dlq_arn: str = ""
     subscription_arn: str = ""
+    dry_run: bool = False
     steps: list[tuple[str, str, str]] = field(default_factory=list)  # (what, name, verdict)
 
     def say(self, what: str, name: str, verdict: str) -> None:
-        """Record one step for the summary."""
+        """Record one step for the summary: created, updated, set or unchanged."""
+        if self.dry_run:
+            verdict = _WOULD.get(verdict, verdict)
         self.steps.append((what, name, verdict))
 
     def checked(self, what: str, name: str, changes: list[str]) -> None:
-        """Record a step on something that existed: found as wanted, or updated, and how."""
+        """Record a step on something that existed: unchanged, or updated, and how."""
         if changes:
             self.say(what, f"{name} ({', '.join(changes)})", "updated")
         else:
-            self.say(what, name, "found")
+            self.say(what, name, UNCHANGED)
+
+    @property
+    def changed(self) -> bool:
+        """Whether any step changed something (in a dry run: would have)."""
+        return any(verdict != UNCHANGED for _, _, verdict in self.steps)
 
     def lines(self) -> list[str]:
-        """The summary, one aligned line per step."""
+        """The summary, one aligned line per step, and a last line that says it in one word."""
         width = max((len(what) for what, _, _ in self.steps), default=0)
-        return [f"{what:<{width}}  {verdict:<8}  {name}" for what, name, verdict in self.steps]
+        verdicts = max((len(verdict) for _, _, verdict in self.steps), default=0)
+        lines = [
+            f"{what:<{width}}  {verdict:<{verdicts}}  {name}" for what, name, verdict in self.steps
+        ]
+        if not self.changed:
+            lines.append("unchanged: everything was already as asked")
+        elif self.dry_run:
+            lines.append("dry run: nothing was changed")
+        return lines
+
+    def as_json(self) -> dict[str, object]:
+        """For ``--json``: the resources and every step."""
+        return {
+            "changed": self.changed,
+            "dry_run": self.dry_run,
+            "topic_arn": self.topic_arn,
+            "queue_url": self.queue_url,
+            "queue_arn": self.queue_arn,
+            "dlq_url": self.dlq_url,
+            "dlq_arn": self.dlq_arn,
+            "subscription_arn": self.subscription_arn,
+            "steps": [
+                {"what": what, "name": name, "verdict": verdict}
+                for what, name, verdict in self.steps
+            ],
+        }
 
 
 def names(settings: Settings) -> tuple[str, str, str]:
@@ -123,10 +162,13 @@ async def _ensure_dlq(sqs: SQSClient, settings: Settings, name: str, result: Pro
         **_fifo_attributes(name, settings),
     }
     if url is None:
+        if result.dry_run:
+            result.say("dlq", name, "created")
+            return
         url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
         result.say("dlq", url, "created")
     else:
-        result.say("dlq", url, "found")
+        result.say("dlq", url, UNCHANGED)
     result.dlq_url, result.dlq_arn = url, await _queue_arn(sqs, url)
 
 
@@ -135,12 +177,17 @@ async def _ensure_topic(sns: SNSClient, settings: Settings, name: str, result: P
     paginator = sns.get_paginator("list_topics")
     async for page in paginator.paginate():
         existing.update(topic["TopicArn"] for topic in page.get("Topics", []))
+    found = next((arn for arn in existing if arn.rsplit(":", 1)[-1] == name), None)
+    if result.dry_run:
+        result.topic_arn = found or ""
+        result.say("topic", found or name, UNCHANGED if found else "created")
+        return
     attributes = {"FifoTopic": "true"} if name.endswith(".fifo") else {}
     if attributes and settings.content_based_deduplication:
         attributes["ContentBasedDeduplication"] = "true"
     arn = (await sns.create_topic(Name=name, Attributes=attributes))["TopicArn"]
     result.topic_arn = arn
-    result.say("topic", arn, "found" if arn in existing else "created")
+    result.say("topic", arn, UNCHANGED if arn in existing else "created")
 
 
 def _redrive_changes(current: str | None, dlq_arn: str, max_receive_count: int) -> list[str]:
@@ -161,21 +208,16 @@ def _redrive_changes(current: str | None, dlq_arn: str, max_receive_count: int) 
     return notes
 
 
-async def _bring_queue_in_line(
-    sqs: SQSClient, settings: Settings, url: str, dlq_arn: str
-) -> list[str]:
-    """Set what differs on an existing queue; returns what changed, in words.
+def _queue_changes(
+    settings: Settings, current: dict[str, str], dlq_arn: str
+) -> tuple[dict[QueueAttributeNameType, str], list[str]]:
+    """What to set on an existing queue, and what that changes, in words.
 
     The visibility timeout is changed only when one is asked for: the 30 s used at creation is
     SQS's default, not a choice to impose on a queue whose operators tuned it. Encryption and the
     receive wait are left alone, as a queue may be encrypted with its own KMS key and the worker
     sets its own wait on every receive.
     """
-    current = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["RedrivePolicy", "VisibilityTimeout"]
-        )
-    ).get("Attributes", {})
     changes: dict[QueueAttributeNameType, str] = {}
     notes = _redrive_changes(current.get("RedrivePolicy"), dlq_arn, settings.max_receive_count)
     if notes:
@@ -188,38 +230,66 @@ async def _bring_queue_in_line(
         notes.append(
             f"visibility timeout {current.get('VisibilityTimeout', '?')} s → {wanted_visibility} s"
         )
-    if changes:
-        await sqs.set_queue_attributes(QueueUrl=url, Attributes=changes)
-    return notes
+    return changes, notes
 
 
-async def _ensure_queue(sqs: SQSClient, settings: Settings, name: str, result: Provisioned) -> None:
-    url = await _existing_queue_url(sqs, name)
-    if url is None:
-        redrive = json.dumps(
-            {"deadLetterTargetArn": result.dlq_arn, "maxReceiveCount": settings.max_receive_count}
-        )
-        attributes: dict[QueueAttributeNameType, str] = {
-            "VisibilityTimeout": str(settings.visibility_timeout or DEFAULT_VISIBILITY_SECONDS),
-            "ReceiveMessageWaitTimeSeconds": "20",
-            "RedrivePolicy": redrive,
-            "SqsManagedSseEnabled": "true",
-            **_fifo_attributes(name, settings),
-        }
-        url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
-        result.say("queue", url, "created")
-    else:
-        result.checked("queue", url, await _bring_queue_in_line(sqs, settings, url, result.dlq_arn))
-    result.queue_url, result.queue_arn = url, await _queue_arn(sqs, url)
-    result.say(
-        "redrive",
-        f"to {result.dlq_arn.rsplit(':', 1)[-1]} after {settings.max_receive_count} receives",
-        "set",
+def _same_policy(current: str | None, wanted: str) -> bool:
+    """Compared as documents: SQS may give the policy back spaced or ordered its own way."""
+    try:
+        return current is not None and json.loads(current) == json.loads(wanted)
+    except ValueError:
+        return False
+
+
+async def _create_queue(sqs: SQSClient, settings: Settings, name: str, result: Provisioned) -> None:
+    redrive = json.dumps(
+        {"deadLetterTargetArn": result.dlq_arn, "maxReceiveCount": settings.max_receive_count}
     )
+    attributes: dict[QueueAttributeNameType, str] = {
+        "VisibilityTimeout": str(settings.visibility_timeout or DEFAULT_VISIBILITY_SECONDS),
+        "ReceiveMessageWaitTimeSeconds": "20",
+        "RedrivePolicy": redrive,
+        "SqsManagedSseEnabled": "true",
+        **_fifo_attributes(name, settings),
+    }
+    if result.dry_run:
+        result.say("queue", name, "created")
+        return
+    url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
+    result.queue_url, result.queue_arn = url, await _queue_arn(sqs, url)
+    result.say("queue", url, "created")
     await sqs.set_queue_attributes(
         QueueUrl=url, Attributes={"Policy": topic_only_policy(result.queue_arn, result.topic_arn)}
     )
-    result.say("policy", f"only {result.topic_arn} may send", "set")
+
+
+async def _ensure_queue(
+    sqs: SQSClient, settings: Settings, names: tuple[str, str, str], result: Provisioned
+) -> None:
+    name, dlq, topic = names
+    redrive = f"to {dlq} after {settings.max_receive_count} receives"
+    policy = f"only {result.topic_arn or topic} may send"
+    url = await _existing_queue_url(sqs, name)
+    if url is None:
+        await _create_queue(sqs, settings, name, result)
+        result.say("redrive", redrive, "set")
+        result.say("policy", policy, "set")
+        return
+    response = await sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy", "VisibilityTimeout", "Policy"]
+    )
+    current = {str(key): value for key, value in response.get("Attributes", {}).items()}
+    result.queue_url, result.queue_arn = url, current["QueueArn"]
+    changes, notes = _queue_changes(settings, current, result.dlq_arn)
+    wanted_policy = topic_only_policy(result.queue_arn, result.topic_arn)
+    policy_changed = not result.topic_arn or not _same_policy(current.get("Policy"), wanted_policy)
+    if policy_changed:
+        changes["Policy"] = wanted_policy
+    if changes and not result.dry_run:
+        await sqs.set_queue_attributes(QueueUrl=url, Attributes=changes)
+    result.checked("queue", url, notes)
+    result.say("redrive", redrive, "set" if "RedrivePolicy" in changes else UNCHANGED)
+    result.say("policy", policy, "set" if policy_changed else UNCHANGED)
 
 
 def _filter_policy_change(current: str | None, wanted: str | None) -> tuple[str, str] | None:
@@ -238,27 +308,30 @@ def _filter_policy_change(current: str | None, wanted: str | None) -> tuple[str,
     return str(wanted), "filter policy replaced" if have else "filter policy set"
 
 
-async def _bring_subscription_in_line(sns: SNSClient, settings: Settings, arn: str) -> list[str]:
+async def _bring_subscription_in_line(
+    sns: SNSClient, settings: Settings, arn: str, *, dry_run: bool
+) -> list[str]:
     """Set what differs on an existing subscription; returns what changed, in words."""
     current = (await sns.get_subscription_attributes(SubscriptionArn=arn)).get("Attributes", {})
-    notes = []
+    changes: list[tuple[str, str, str]] = []  # (attribute, value, note)
     raw = "true" if settings.raw_message_delivery else "false"
     if current.get("RawMessageDelivery", "false").lower() != raw:
-        await sns.set_subscription_attributes(
-            SubscriptionArn=arn, AttributeName="RawMessageDelivery", AttributeValue=raw
-        )
-        notes.append("raw delivery on" if settings.raw_message_delivery else "raw delivery off")
+        note = "raw delivery on" if settings.raw_message_delivery else "raw delivery off"
+        changes.append(("RawMessageDelivery", raw, note))
     change = _filter_policy_change(current.get("FilterPolicy"), settings.filter_policy)
     if change is not None:
-        value, note = change
+        changes.append(("FilterPolicy", *change))
+    for attribute, value, _ in [] if dry_run else changes:
         await sns.set_subscription_attributes(
-            SubscriptionArn=arn, AttributeName="FilterPolicy", AttributeValue=value
+            SubscriptionArn=arn, AttributeName=attribute, AttributeValue=value
         )
-        notes.append(note)
-    return notes
+    return [note for _, _, note in changes]
 
 
 async def _ensure_subscription(sns: SNSClient, settings: Settings, result: Provisioned) -> None:
+    if not (result.topic_arn and result.queue_arn):  # a dry run: one of them does not exist yet
+        result.say("subscription", f"{result.topic_arn or 'the topic'} → the queue", "created")
+        return
     paginator = sns.get_paginator("list_subscriptions_by_topic")
     async for page in paginator.paginate(TopicArn=result.topic_arn):
         for subscription in page.get("Subscriptions", []):
@@ -268,13 +341,18 @@ async def _ensure_subscription(sns: SNSClient, settings: Settings, result: Provi
             ):
                 arn = subscription["SubscriptionArn"]
                 result.subscription_arn = arn
-                result.checked(
-                    "subscription", arn, await _bring_subscription_in_line(sns, settings, arn)
+                notes = await _bring_subscription_in_line(
+                    sns, settings, arn, dry_run=result.dry_run
                 )
+                result.checked("subscription", arn, notes)
                 return
     wanted = {"RawMessageDelivery": "true" if settings.raw_message_delivery else "false"}
     if settings.filter_policy:
         wanted["FilterPolicy"] = settings.filter_policy
+    delivery = "raw delivery" if settings.raw_message_delivery else "SNS envelope"
+    if result.dry_run:
+        result.say("subscription", f"{result.topic_arn} → the queue ({delivery})", "created")
+        return
     response = await sns.subscribe(
         TopicArn=result.topic_arn,
         Protocol="sqs",
@@ -283,19 +361,19 @@ async def _ensure_subscription(sns: SNSClient, settings: Settings, result: Provi
         ReturnSubscriptionArn=True,
     )
     result.subscription_arn = response["SubscriptionArn"]
-    delivery = "raw delivery" if settings.raw_message_delivery else "SNS envelope"
     result.say("subscription", f"{result.subscription_arn} ({delivery})", "created")
 
 
-async def provision(settings: Settings) -> Provisioned:
-    """Create or check everything the worker expects; raises :class:`StartupError`."""
+async def provision(settings: Settings, *, dry_run: bool = False) -> Provisioned:
+    """Create or check everything the worker expects (with ``dry_run``, only check: each step
+    says what it would do); raises :class:`StartupError`."""
     queue, dlq, topic = names(settings)
-    result = Provisioned()
+    result = Provisioned(dry_run=dry_run)
     try:
         async with open_sqs(settings) as sqs, open_sns(settings) as sns:
             await _ensure_dlq(sqs, settings, dlq, result)
             await _ensure_topic(sns, settings, topic, result)
-            await _ensure_queue(sqs, settings, queue, result)
+            await _ensure_queue(sqs, settings, (queue, dlq, topic), result)
             await _ensure_subscription(sns, settings, result)
     except (ConfigurationError, StartupError):
         raise

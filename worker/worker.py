@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -178,12 +179,13 @@ class Worker:
             has_dlq=info.redrive is not None,
         )
         carry: list[Lease] = []
+        self.wait_seconds = receive_wait_seconds(settings)
         self.pollers = [
             Poller(
                 self.queue,
                 capacity=self.capacity,
                 runner=self.runner,
-                wait_seconds=settings.wait_time_seconds,
+                wait_seconds=self.wait_seconds,
                 visibility_timeout=receive_visibility,
                 batching_window=(
                     settings.max_batching_window
@@ -299,7 +301,8 @@ class Worker:
         interrupted = await self.runner.drain(deadline)
         # Open long polls end by themselves within WaitTimeSeconds, however short the shutdown
         # timeout: wait for them (they may carry messages to release), then a grace period.
-        polls_end = max(deadline, stopped_at + self.settings.wait_time_seconds)
+        polls_end = max(deadline, stopped_at + self.wait_seconds)
+        self._say_why_it_waits()
         _, pending = (
             await asyncio.wait(
                 poll_tasks, timeout=max(0.0, polls_end + _POLL_GRACE_SECONDS - time.monotonic())
@@ -323,6 +326,21 @@ class Worker:
         report.interrupted = interrupted
         log.info("worker.stopped", **{k: v for k, v in vars(report).items() if v})
         return report
+
+    def _say_why_it_waits(self) -> None:
+        """Name the wait for open receives, which on an idle worker is the whole of a stop.
+
+        Up to 20 s of silence after Ctrl-C reads as a hang; a second signal ends it at once.
+        """
+        ends = [end for poller in self.pollers if (end := poller.receive_ends) is not None]
+        if ends:
+            seconds = max(1, math.ceil(max(ends) - time.monotonic()))
+            again = " again" if self.stop_reason.startswith("SIG") else ""  # stopped by a signal
+            log.info(
+                "worker.waiting_for_receive",
+                seconds=seconds,
+                message=f"waiting up to {seconds} s for the open receive; Ctrl-C{again} to quit",
+            )
 
     def report(self) -> Report:
         """The counts so far."""
@@ -349,9 +367,34 @@ class Worker:
             last = max(self._last_activity, self.runner.last_arrival)
             remaining = last + idle_seconds - time.monotonic()
             if remaining <= 0 and self.keeper.in_flight == 0:
-                self.stop(f"idle for {idle_seconds:g}s")
-                return
+                visible = await self._visible_messages()
+                if not visible:
+                    self.stop(f"idle for {idle_seconds:g}s")
+                    return
+                # Quiet receives do not make an empty queue: a FIFO group waits behind a
+                # message in its backoff, or an emulator's long poll missed what became
+                # visible. Go on until SQS itself says there is nothing to take.
+                log.info("worker.idle_but_not_empty", visible=visible)
+                self._last_activity = time.monotonic()
+                continue
             await asyncio.sleep(remaining if remaining > 0 else idle_seconds)
+
+    async def _visible_messages(self) -> int:
+        """What SQS counts as visible; 0 when it cannot say, so the idle exit still comes."""
+        try:
+            attributes = await self.queue.attributes(["ApproximateNumberOfMessages"])
+            return int(attributes.get("ApproximateNumberOfMessages", "0"))
+        except Exception as exc:  # noqa: BLE001 -- advisory: the worker's own count stands
+            log.warning("worker.depth_unknown", error=describe_failure(exc))
+            return 0
+
+
+def receive_wait_seconds(settings: Settings) -> int:
+    """A long poll's wait: never longer than ``--exit-when-idle``, so that the stop it causes
+    does not wait out a 20 s receive."""
+    if settings.exit_when_idle is None:
+        return settings.wait_time_seconds
+    return max(1, min(settings.wait_time_seconds, int(settings.exit_when_idle)))
 
 
 def function_identity(settings: Settings, info: QueueInfo) -> FunctionIdentity:
@@ -410,10 +453,17 @@ def build_adapter(
             report_batch_item_failures=settings.report_batch_item_failures,
         )
     if function is None:
-        if settings.handler is None:
-            raise ConfigurationError([f"WORKER_HANDLER: required ({HANDLER_FORMS})"])
-        function = load_handler(settings.handler, settings.handler_path)
+        function = message_handler(settings)
     return MessageAdapter(function, caller, queue_url=info.url, envelope=settings.sns_envelope)
+
+
+def message_handler(settings: Settings) -> Handler:
+    """The function ``WORKER_HANDLER`` names, imported the one way ``serve`` and ``worker invoke``
+    share; a :class:`ConfigurationError` (one line) rather than an import traceback.
+    """
+    if settings.handler is None:
+        raise ConfigurationError([f"WORKER_HANDLER: required ({HANDLER_FORMS})"])
+    return load_handler(settings.handler, settings.handler_path)
 
 
 @contextlib.asynccontextmanager
@@ -541,6 +591,9 @@ async def _consume(  # noqa: PLR0917 -- private; serve's pieces, passed on
     handler: Handler | None,
     on_started: Callable[[Worker], None] | None,
 ) -> Report:
+    if handler is None and settings.handler_type is HandlerType.MESSAGE:
+        # Before any AWS call: a handler that cannot be imported is the first and only thing said.
+        handler = message_handler(settings)
     caller = Caller(max_threads=settings.concurrency)
     async with (
         open_sqs(settings, pool=settings.poller_count + 16) as client,

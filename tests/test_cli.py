@@ -1,0 +1,232 @@
+"""The command line's conventions: help, completion, NO_COLOR, --json, stdin, dry runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from tests.support import REGION, ROOT, Queues, drain, run_cli
+from worker import completion
+from worker.cli import _configure_logging, build_parser, main
+from worker.config import LogFormat, Settings, env_name
+from worker.sqs import open_sqs
+
+# Flags whose setting has another name than the flag's destination.
+SETTING_OF = {"raw_delivery": "raw_message_delivery", "dlq": "dlq_name"}
+
+
+def commands(
+    parser: argparse.ArgumentParser, path: str = "worker"
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every command that does something: the leaves of the parser's tree."""
+    under = completion.subcommands(parser)
+    if not under:
+        yield path, parser
+    for name, sub in under.items():
+        yield from commands(sub, f"{path} {name}")
+
+
+class TestHelp:
+    """Each command's --help: a description, each flag's variable and default, examples."""
+
+    @pytest.mark.parametrize(("name", "parser"), list(commands(build_parser())))
+    def test_description_flags_and_examples(
+        self, name: str, parser: argparse.ArgumentParser
+    ) -> None:
+        assert parser.description, name
+        assert parser.epilog
+        assert parser.epilog.startswith("examples:\n  ")
+        assert name in parser.epilog
+        for action in parser._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            shown = action.help or ""
+            assert "default:" in shown, (name, action.option_strings)
+            field = SETTING_OF.get(action.dest, action.dest)
+            if field in Settings.model_fields:
+                assert env_name(field) in shown, (name, action.option_strings)
+
+    def test_help_renders_with_the_examples_as_written(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit):
+            main(["run", "--help"])
+        out = capsys.readouterr().out
+        assert "(WORKER_CONCURRENCY; default: 10)" in " ".join(out.split())
+        assert "examples:\n  worker run --queue orders --handler myhandlers:handle\n" in out
+
+
+def _complete(words: str, script: str) -> list[str]:
+    """What bash completes for the command line ``words`` (a trailing space: a new word)."""
+    line = words.split(" ")
+    array = " ".join(f"'{word}'" for word in line)
+    driver = (
+        f"{script}\nCOMP_WORDS=({array}); COMP_CWORD={len(line) - 1}; _worker_complete; "
+        'printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(  # noqa: S603 -- bash, and our own script
+        ["bash", "-c", driver],  # noqa: S607 -- bash from PATH, as a user's shell
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return sorted(line for line in done.stdout.splitlines() if line)
+
+
+class TestCompletion:
+    """``worker completion bash`` completes commands, flags and flag values; zsh reuses it."""
+
+    SCRIPT = completion.script(build_parser(), "bash")
+
+    @pytest.mark.parametrize(
+        ("words", "expected"),
+        [
+            ("worker d", ["demo", "dlq"]),
+            ("worker dlq re", ["redrive"]),
+            ("worker run --conc", ["--concurrency"]),
+            ("worker run --handler-type ", ["lambda", "message"]),
+            ("worker --version", ["--version"]),
+            ("worker completion ", ["bash", "zsh"]),
+            # An option's value is not taken for a command: "dlq" here is a queue's name.
+            ("worker run --queue dlq --exit", ["--exit-when-idle"]),
+            ("worker dlq redrive --dry", ["--dry-run"]),
+        ],
+    )
+    def test_bash(self, words: str, expected: list[str]) -> None:
+        assert _complete(words, self.SCRIPT) == expected
+
+    def test_zsh_runs_the_same_script_through_bashcompinit(self) -> None:
+        script = completion.script(build_parser(), "zsh")
+        assert "bashcompinit" in script
+        assert script.endswith(self.SCRIPT)
+
+    def test_the_command_prints_it(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["completion", "bash"]) == 0
+        assert capsys.readouterr().out == self.SCRIPT
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class TestNoColor:
+    """NO_COLOR (set and not empty) takes the colours out of console logs on a terminal."""
+
+    @pytest.mark.parametrize(("no_color", "coloured"), [(None, True), ("", True), ("1", False)])
+    def test_console_logs(
+        self, monkeypatch: pytest.MonkeyPatch, no_color: str | None, coloured: bool
+    ) -> None:
+        terminal = _Terminal()
+        monkeypatch.setattr("sys.stderr", terminal)
+        if no_color is not None:
+            monkeypatch.setenv("NO_COLOR", no_color)
+        _configure_logging(Settings(log_format=LogFormat.CONSOLE))
+        structlog.get_logger("test").warning("something.happened", n=1)
+        assert "something.happened" in terminal.getvalue()
+        assert ("\x1b[" in terminal.getvalue()) is coloured
+
+
+class TestProvision:
+    """``provision --dry-run --json``: what would be done, for scripts, and nothing done."""
+
+    def test_dry_run_as_json(self, moto_endpoint: str, capsys: pytest.CaptureFixture[str]) -> None:
+        name = f"cli-{uuid.uuid4().hex[:10]}"
+        args = ["provision", "--queue", name, "--endpoint-url", moto_endpoint, "--region", REGION]
+        assert main([*args, "--dry-run", "--json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["changed"] is True
+        assert document["dry_run"] is True
+        assert {step["verdict"] for step in document["steps"]} == {"would create", "would set"}
+        assert main([*args, "--json"]) == 0
+        made = json.loads(capsys.readouterr().out)
+        assert made["queue_url"].endswith(f"/{name}")
+        assert main(args) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == (
+            "unchanged: everything was already as asked"
+        )
+
+
+class TestPublish:
+    """``publish`` reads stdin when it is not a terminal and prints the message ids."""
+
+    @pytest.mark.slow
+    async def test_piped_lines_and_their_ids(self, queues: Queues) -> None:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "worker", "publish", "--topic", queues.topic_arn),
+            *("--endpoint-url", queues.endpoint_url, "--region", REGION),
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(b'{"n": 1}\n{"n": 2}\n'), 60)
+        assert process.returncode == 0, err.decode()
+        ids = out.decode().split()
+        assert len(ids) == 2
+        assert "published 2 messages" in err.decode()
+        received = await drain(queues, queues.queue_url, expect=2)
+        assert sorted(json.loads(m["Body"])["MessageId"] for m in received) == sorted(ids)
+
+    @pytest.mark.slow
+    async def test_json(self, queues: Queues) -> None:
+        code, out, _ = await run_cli(
+            *("publish", "--topic", queues.topic_arn, "--endpoint-url", queues.endpoint_url),
+            *("--json", "one"),
+        )
+        assert code == 0
+        assert len(json.loads(out)["message_ids"]) == 1
+
+
+class TestDlqJson:
+    """The DLQ commands that print a result print it as JSON with --json."""
+
+    def test_redrive_and_purge(self, queues: Queues, capsys: pytest.CaptureFixture[str]) -> None:
+        async def seed() -> None:
+            async with open_sqs(queues.settings()) as sqs:
+                for body in ("a", "b", "c"):
+                    await sqs.send_message(QueueUrl=queues.dlq_url, MessageBody=body)
+
+        asyncio.run(seed())
+        where = ["--queue", queues.queue_url, "--endpoint-url", queues.endpoint_url]
+        assert main(["dlq", "redrive", *where, "--dry-run", "--json"]) == 0
+        redrive = json.loads(capsys.readouterr().out)
+        assert (redrive["seen"], redrive["matched"], redrive["moved"]) == (3, 3, 0)
+        assert redrive["dry_run"] is True
+        assert main(["dlq", "purge", *where, "--yes", "--json"]) == 0
+        purged = json.loads(capsys.readouterr().out)
+        assert purged["purged"] == 3
+        assert purged["dlq"] == queues.dlq_url.rsplit("/", 1)[-1]
+
+
+class TestLocal:
+    """``worker local`` on a port that is taken, or is no port, says so in one line."""
+
+    def test_not_a_port(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exited:
+            main(["local", "--port", "99999"])
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "worker local: error: argument --port: '99999' is not a port (0-65535)"
+        )
+
+    def test_a_taken_port(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            assert main(["local", "--port", str(port)]) == 1
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"worker: cannot listen on 127.0.0.1:{port} (")
+        assert line.endswith("); choose another with --port")
