@@ -407,7 +407,7 @@ class TestKubernetesServiceLinks:
     @pytest.mark.usefixtures("service_links")
     def test_worker_run_reports_none_of_them(self, capsys: pytest.CaptureFixture[str]) -> None:
         # No queue is given, so that is the one problem left to report.
-        assert main(["run", "--handler", "a:b"]) == EXIT_CONFIGURATION
+        assert main(["run", "--handler", "worker.examples.orders:handle"]) == EXIT_CONFIGURATION
         assert capsys.readouterr().err == (
             "worker: configuration error: WORKER_QUEUE_URL or WORKER_QUEUE_NAME (--queue): "
             "required\n"
