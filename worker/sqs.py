@@ -74,6 +74,18 @@ class QueueInfo:
         return self.arn.rsplit(":", 1)[-1]
 
 
+# How SQS refuses a receipt handle that names no message in flight any more (deleted, or its
+# visibility ran out and it went to another consumer): the message is gone for this consumer.
+_RECEIPT_GONE_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidReceiptHandle",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class EntryFailure:
     """One entry of a batch call that SQS refused."""
@@ -81,6 +93,22 @@ class EntryFailure:
     code: str
     message: str
     sender_fault: bool
+
+    @property
+    def receipt_gone(self) -> bool:
+        """Whether SQS refused the entry's receipt handle: the message is no longer ours.
+
+        Whatever ``SenderFault`` says: SQS sets it, LocalStack does not (it answers a deleted
+        message's handle with ``InvalidParameterValueException``, ``SenderFault=false``).
+        """
+        if self.code in _RECEIPT_GONE_CODES:
+            return True
+        return self.code.startswith("InvalidParameterValue") and "ReceiptHandle" in self.message
+
+    @property
+    def permanent(self) -> bool:
+        """Whether trying the entry again cannot help: the sender's fault, or a gone message."""
+        return self.sender_fault or self.receipt_gone
 
 
 def region_of(settings: Settings) -> str | None:
