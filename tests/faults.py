@@ -7,9 +7,11 @@ the moto server unless a :class:`Rule` picks it, in which case it injects one :c
 - ``http_500`` / ``http_503``: answer an AWS server error without forwarding;
 - ``throttle``: answer SQS's throttling error (HTTP 400, ``RequestThrottled``, which botocore's
   standard retry mode treats as throttling) without forwarding;
+- ``access_denied``: answer HTTP 403 ``AccessDenied`` without forwarding, as SQS answers a call
+  that the caller's IAM policy does not allow (not retried);
 - ``reset``: reset the connection (TCP RST) before forwarding: the request is not applied;
-- ``drop_response``: forward, so that moto applies the request, then reset the connection instead
-  of answering: the client cannot know that it was applied;
+- ``drop_response``: forward, so that the broker applies the request, then reset the connection
+  instead of answering: the client cannot know that it was applied;
 - ``stall``: neither forward nor answer, until the client gives up (its read timeout) or the
   rule's ``seconds`` run out.
 
@@ -55,6 +57,7 @@ class Fault(StrEnum):
     HTTP_500 = "http_500"
     HTTP_503 = "http_503"
     THROTTLE = "throttle"
+    ACCESS_DENIED = "access_denied"
     RESET = "reset"
     DROP_RESPONSE = "drop_response"
     STALL = "stall"
@@ -65,6 +68,7 @@ _ERROR_RESPONSES: dict[Fault, tuple[int, str, str, str]] = {
     Fault.HTTP_500: (500, "Internal Server Error", "InternalFailure", "injected server error"),
     Fault.HTTP_503: (503, "Service Unavailable", "ServiceUnavailable", "injected unavailability"),
     Fault.THROTTLE: (400, "Bad Request", "RequestThrottled", "Rate exceeded (injected)"),
+    Fault.ACCESS_DENIED: (403, "Forbidden", "AccessDenied", "not authorized (injected)"),
 }
 
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from tests.invariant import Ledger
 from tests.support import REGION, Queues, depth, eventually, make_queues, running_worker
 from worker import Message
 from worker.config import Settings
+from worker.errors import StartupError
 from worker.handlers import Handler
 from worker.outcome import FailureReason
 from worker.sqs import open_sns, open_sqs
@@ -137,6 +139,27 @@ class TestProxy:
         assert proxy.forwarded["Publish"] == 1
 
 
+class TestStartupChecks:
+    """A check that fails at start-up says that it failed, not what it would have found."""
+
+    async def test_a_failed_dead_letter_source_check_says_so(self, proxy: FaultProxy) -> None:
+        settings = Settings(endpoint_url=proxy.url, region=REGION, http_port=0)
+        async with open_sqs(settings) as sqs:
+            url = (await sqs.create_queue(QueueName=f"no-dlq-{uuid.uuid4().hex[:10]}"))["QueueUrl"]
+        name = url.rsplit("/", 1)[-1]
+        denied = Rule.on(Fault.ACCESS_DENIED, "ListDeadLetterSourceQueues")
+        with proxy.inject(denied), pytest.raises(StartupError) as raised:
+            async with running_worker(settings.model_copy(update={"queue_url": url})):
+                pass
+        assert str(raised.value) == (
+            f"queue {name} has no RedrivePolicy, and whether it is another queue's DLQ could "
+            "not be checked: ListDeadLetterSourceQueues failed (AccessDenied: not authorized "
+            "(injected)); allow sqs:ListDeadLetterSourceQueues to reprocess a DLQ, add a DLQ "
+            "(worker provision) or set WORKER_ALLOW_NO_DLQ=true"
+        )
+        assert denied.injected == 1
+
+
 @pytest.mark.slow
 class TestErrorsOfEveryKind:
     """Server errors, throttling, resets, dropped responses and latency on every kind of call:
@@ -238,7 +261,8 @@ class TestErrorsOfEveryKind:
         assert any(error.startswith("RequestThrottled") for error in retrying)
         assert any(error.startswith("ServiceUnavailable") for error in retrying)
         assert events(logs, "sqs.depth_failed")
-        assert set(proxy.injected) == set(Fault) - {Fault.STALL}
+        # Every transient kind (a denial is not one: TestStartupChecks has it).
+        assert set(proxy.injected) == set(Fault) - {Fault.STALL, Fault.ACCESS_DENIED}
 
 
 class TestAppliedButUnanswered:
