@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests use; installed when missing (sudo when not root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test lint typecheck unit rules tools node-ric deploy-check image-test demo bench clean
+.PHONY: all test lint typecheck unit rules tools node-ric deploy-check image-test demo bench clean \
+	localstack test-localstack
 
 all: test
 
@@ -57,6 +58,17 @@ deploy-check:
 ## The README's test command: lint, strict type check, alert rules, deployment artefacts, the
 ## whole test suite.
 test: lint typecheck rules deploy-check unit
+
+## LocalStack (SQS and SNS, host mode: no Docker) in a venv of its own under .tools/localstack,
+## on a Python 3.13 that the script finds or installs; it fails, saying so, if there is none.
+localstack:
+	.ci/localstack-venv >/dev/null
+
+## The broker-backed tests (those that use the `broker` fixture) again, on LocalStack instead of
+## moto; the tests start it. Tests that would trip over a flaw of LocalStack's are skipped,
+## naming it (tests/brokers.py). CI runs this after `make test`.
+test-localstack: $(STAMP) localstack node-ric
+	TEST_BROKER=localstack $(BIN)/pytest -m broker
 
 ## Build the image with buildah (no Docker engine) on a stand-in base, and run it against moto.
 image-test: $(STAMP)

@@ -1,7 +1,7 @@
-"""A fault-injecting HTTP proxy between the worker and the moto server.
+"""A fault-injecting HTTP proxy between the worker and the broker (moto or LocalStack).
 
 The worker is pointed at the proxy (``WORKER_ENDPOINT_URL``); the proxy forwards each request to
-the moto server unless a :class:`Rule` picks it, in which case it injects one :class:`Fault`:
+the broker unless a :class:`Rule` picks it, in which case it injects one :class:`Fault`:
 
 - ``latency``: forward after a delay;
 - ``http_500`` / ``http_503``: answer an AWS server error without forwarding;
@@ -417,3 +417,22 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[str, list[tuple[
     if _header(headers, "transfer-encoding") or _header(headers, "content-length"):
         return status_line, headers, await _read_body(reader, headers)
     return status_line, headers, await reader.read()  # delimited by the end of the connection
+
+
+MOVE_TASK_OPERATIONS = ("StartMessageMoveTask", "ListMessageMoveTasks", "CancelMessageMoveTask")
+# What the worker says of an endpoint whose move-task calls answer as without_move_tasks's do.
+NO_MOVE_TASKS = "this endpoint has no message move tasks (InternalFailure: injected server error)"
+
+
+@contextlib.contextmanager
+def without_move_tasks(upstream: str) -> Iterator[str]:
+    """An endpoint without message move tasks, whatever the broker: its URL.
+
+    The broker behind a proxy that answers every move-task call with HTTP 500, as moto does
+    (it has none), so that the worker's fallback is tested on every broker.
+    """
+    with (
+        FaultProxy(upstream) as proxy,
+        proxy.inject(Rule.on(Fault.HTTP_500, *MOVE_TASK_OPERATIONS)),
+    ):
+        yield proxy.url

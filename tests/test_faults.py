@@ -34,9 +34,9 @@ from worker.worker import Worker
 
 
 @pytest.fixture
-def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
-    """A fault proxy in front of the session's moto server, with no fault to begin with."""
-    with FaultProxy(moto_endpoint, seed=7) as started:
+def proxy(broker_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the session's broker, with no fault to begin with."""
+    with FaultProxy(broker_endpoint, seed=7) as started:
         yield started
 
 
@@ -166,10 +166,10 @@ class TestErrorsOfEveryKind:
     retried, counted and logged; the worker stays live, recovers, and loses nothing."""
 
     async def test_each_kind_is_retried_counted_logged_and_loses_nothing(
-        self, moto_endpoint: str, proxy: FaultProxy, logs: LogCapture
+        self, broker_endpoint: str, proxy: FaultProxy, logs: LogCapture
     ) -> None:
         # A failed retry leaves its message invisible for the visibility timeout: keep it short.
-        queues = await make_queues(moto_endpoint, visibility_timeout=5, max_receive_count=5)
+        queues = await make_queues(broker_endpoint, visibility_timeout=5, max_receive_count=5)
         ledger = Ledger()
         registry = CollectorRegistry()
         await ledger.publish(queues, 30)
@@ -269,9 +269,9 @@ class TestAppliedButUnanswered:
     """A request SQS applied whose response never came back: the worker cannot tell."""
 
     async def test_dropped_receive_responses_come_back_after_the_visibility_timeout(
-        self, moto_endpoint: str, proxy: FaultProxy
+        self, broker_endpoint: str, proxy: FaultProxy
     ) -> None:
-        queues = await make_queues(moto_endpoint, visibility_timeout=3, max_receive_count=5)
+        queues = await make_queues(broker_endpoint, visibility_timeout=3, max_receive_count=5)
         ledger = Ledger()
         first_seen: dict[str, int] = {}
 
@@ -298,10 +298,10 @@ class TestFailedDeletes:
 
     @pytest.mark.parametrize("fault", [Fault.DROP_RESPONSE, Fault.RESET], ids=str)
     async def test_only_unapplied_deletes_duplicate_and_only_their_messages(
-        self, moto_endpoint: str, proxy: FaultProxy, logs: LogCapture, fault: Fault
+        self, broker_endpoint: str, proxy: FaultProxy, logs: LogCapture, fault: Fault
     ) -> None:
         # A visibility timeout far shorter than botocore's five attempts with backoff.
-        queues = await make_queues(moto_endpoint, visibility_timeout=2, max_receive_count=20)
+        queues = await make_queues(broker_endpoint, visibility_timeout=2, max_receive_count=20)
         ledger = Ledger()
         registry = CollectorRegistry()
         await ledger.publish(queues, 10)

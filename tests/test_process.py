@@ -119,9 +119,11 @@ def run_args(queues: Queues, handler: str = "tests.handlers:slow") -> dict[str, 
 class TestGracefulShutdown:
     """SIGTERM: running handlers finish, unstarted messages go back at once, nothing is lost."""
 
-    async def test_sigterm_mid_work_loses_nothing(self, moto_endpoint: str, tmp_path: Path) -> None:
+    async def test_sigterm_mid_work_loses_nothing(
+        self, broker_endpoint: str, tmp_path: Path
+    ) -> None:
         # A 60 s visibility timeout: a message stranded in flight would stay invisible.
-        queues = await make_queues(moto_endpoint, visibility_timeout=60)
+        queues = await make_queues(broker_endpoint, visibility_timeout=60)
         async with worker_process(
             tmp_path,
             "run",
@@ -254,27 +256,27 @@ class TestStartup:
         )
         assert "Traceback" not in worker.err
 
-    async def test_missing_queue(self, moto_endpoint: str, tmp_path: Path) -> None:
+    async def test_missing_queue(self, broker_endpoint: str, tmp_path: Path) -> None:
         async with worker_process(
             tmp_path,
             "run",
             "--queue",
             "no-such-queue",
-            WORKER_ENDPOINT_URL=moto_endpoint,
+            WORKER_ENDPOINT_URL=broker_endpoint,
             WORKER_HANDLER="tests.handlers:slow",
         ) as worker:
             assert await worker.exit_code() == 1
         assert worker.err.strip() == "worker: queue 'no-such-queue' does not exist"
 
     async def test_queue_without_dlq_is_refused_unless_allowed(
-        self, moto_endpoint: str, tmp_path: Path
+        self, broker_endpoint: str, tmp_path: Path
     ) -> None:
-        settings = Settings(endpoint_url=moto_endpoint, region=REGION)
+        settings = Settings(endpoint_url=broker_endpoint, region=REGION)
         async with open_sqs(settings) as sqs:
             url = (await sqs.create_queue(QueueName=f"no-dlq-{time.monotonic_ns()}"))["QueueUrl"]
         variables = {
             "WORKER_QUEUE_URL": url,
-            "WORKER_ENDPOINT_URL": moto_endpoint,
+            "WORKER_ENDPOINT_URL": broker_endpoint,
             "WORKER_HANDLER": "tests.handlers:slow",
         }
         async with worker_process(tmp_path, "run", **variables) as refused:
@@ -310,9 +312,9 @@ class TestStartup:
 class TestCommands:
     """provision, publish and demo."""
 
-    async def test_provision_is_idempotent(self, moto_endpoint: str, tmp_path: Path) -> None:
+    async def test_provision_is_idempotent(self, broker_endpoint: str, tmp_path: Path) -> None:
         name = f"prov-{time.monotonic_ns()}"
-        args = ("provision", "--queue", name, "--endpoint-url", moto_endpoint)
+        args = ("provision", "--queue", name, "--endpoint-url", broker_endpoint)
         async with worker_process(tmp_path, *args, "--max-receive-count", "4") as first:
             assert await first.exit_code() == 0
         async with worker_process(tmp_path, *args, "--max-receive-count", "4") as second:
@@ -322,7 +324,7 @@ class TestCommands:
         assert verdicts["subscription"] == "created"
         again = {line.split()[0]: line.split()[1] for line in second.out.splitlines()}
         assert again["topic"] == again["queue"] == again["dlq"] == again["subscription"] == "found"
-        settings = Settings(endpoint_url=moto_endpoint, region=REGION)
+        settings = Settings(endpoint_url=broker_endpoint, region=REGION)
         async with open_sqs(settings) as sqs:
             url = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
             attributes = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))[
