@@ -36,11 +36,12 @@ def moto_server_process(
 ) -> Iterator[str]:
     """A moto server in its own process (so that it does not share the tests' GIL); its URL.
 
-    ``atomic``: receives and deletes one at a time per queue (bench/moto_server.py), so that
-    no message is handed to two pollers at once, as SQS guarantees and stock moto does not.
+    ``atomic``: the worker's local broker (``python -m worker.local``), whose receives and
+    deletes run one at a time per queue, so that no message is handed to two pollers at once, as
+    SQS guarantees and stock moto does not.
     """
     port = free_port()
-    module = "bench.moto_server" if atomic else "moto.server"
+    module = "worker.local" if atomic else "moto.server"
     server = subprocess.Popen(  # noqa: S603 -- our own interpreter and arguments
         [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
         cwd=ROOT,

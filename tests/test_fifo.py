@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,16 @@ class Journal:
         self.most_groups_at_once = max(self.most_groups_at_once, running)
         return group, number
 
+    def handler(self, seconds: float) -> Callable[[Message], Awaitable[None]]:
+        """A handler that records each message it handles, each taking ``seconds``."""
+
+        async def handle(message: Message) -> None:
+            group, number = self.enter(message)
+            await asyncio.sleep(seconds)
+            self.leave(group, number, handled=True)
+
+        return handle
+
     def leave(self, group: str, number: int, *, handled: bool) -> None:
         self.active[group] -= 1
         if handled:
@@ -91,15 +102,11 @@ class TestOrder:
     async def test_groups_in_order_and_in_parallel(self, broker_endpoint: str) -> None:
         settings, made = await fifo_queues(broker_endpoint)
         journal = Journal()
-
-        async def handler(message: Message) -> None:
-            group, number = journal.enter(message)
-            await asyncio.sleep(0.05)
-            journal.leave(group, number, handled=True)
-
         groups = {"a": 6, "b": 6, "c": 6}
         await publish_groups(settings, made.topic_arn, groups)
-        async with running_worker(settings.model_copy(update={"concurrency": 6}), handler):
+        async with running_worker(
+            settings.model_copy(update={"concurrency": 6}), journal.handler(0.05)
+        ):
             await eventually(lambda: sum(map(len, journal.handled.values())) == 18, timeout=60)
         assert journal.handled == {group: list(range(6)) for group in groups}
         assert not journal.overlap_within_group
