@@ -74,7 +74,7 @@ test-localstack: $(STAMP) localstack node-ric
 image-test: $(STAMP)
 	.ci/image-test
 
-## The README's demo command: the main job on an embedded moto server.
+## The README's demo command: the main job on the embedded local broker (moto).
 demo: $(STAMP)
 	$(BIN)/worker demo
 

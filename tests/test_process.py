@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 from tests.handlers import marks
 from tests.support import REGION, Queues, depth, drain, eventually, make_queues, send
 from worker.config import Settings
+from worker.demo import run_demo
 from worker.sqs import open_sqs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -368,3 +370,11 @@ class TestCommands:
             assert await demo.exit_code(timeout=90) == 0
         assert "Everything as expected." in demo.out
         assert "moved to the DLQ" in demo.out
+        assert "→ DLQ, on the embedded local broker (moto)\n" in demo.out
+
+    async def test_demo_says_which_endpoint_it_ran_on(self, broker_endpoint: str) -> None:
+        out = io.StringIO()
+        settings = Settings(endpoint_url=broker_endpoint, region=REGION)
+        assert await run_demo(settings, out) == 0, out.getvalue()
+        assert f"→ DLQ, at {broker_endpoint}\n" in out.getvalue()
+        assert "embedded" not in out.getvalue()

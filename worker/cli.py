@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="FIFO topics: the MessageDeduplicationId (several messages get -1, -2, ...)",
     )
 
-    demo = commands.add_parser("demo", help="run the whole path on an embedded moto server")
+    demo = commands.add_parser(
+        "demo", help="run the whole path on the embedded local broker (or WORKER_ENDPOINT_URL)"
+    )
     _common(demo)
 
     dlq_cli.add_commands(commands, _common)

@@ -1,10 +1,11 @@
-"""``worker demo``: the whole path on an embedded moto server, in about fifteen seconds.
+"""``worker demo``: the whole path on the embedded local broker, in about fifteen seconds.
 
 It provisions a topic, a queue (4 s visibility timeout, maxReceiveCount 3) and its DLQ, publishes
 order events through SNS (ordinary ones, a slow one that outlives the visibility timeout, a flaky
 one that fails once, a poison one and one that is not JSON), runs the worker with the example
 handler until the queue is idle, and shows what happened to each event. It exits 1 if anything
-did not happen as it should.
+did not happen as it should. The broker is the embedded local one (moto, :mod:`worker.local`)
+unless ``WORKER_ENDPOINT_URL`` names another; the summary says which it ran on.
 """
 
 from __future__ import annotations
@@ -146,11 +147,19 @@ def _verdict(sample: Sample, ledger: Ledger, in_dlq: set[str]) -> tuple[str, boo
     )
 
 
-def summarise(report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO) -> bool:
-    """Print what became of each event; returns whether everything went as it should."""
+EMBEDDED = "on the embedded local broker (moto)"
+
+
+def summarise(
+    report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO, *, broker: str = EMBEDDED
+) -> bool:
+    """Print what became of each event; returns whether everything went as it should.
+
+    ``broker`` says where it ran: :data:`EMBEDDED`, or "at" the endpoint it was given.
+    """
     out.write(
         f"\nSNS topic → SQS queue (visibility {VISIBILITY_SECONDS} s, maxReceiveCount "
-        f"{MAX_RECEIVES}) → DLQ, on an embedded moto server\n\n"
+        f"{MAX_RECEIVES}) → DLQ, {broker}\n\n"
         f"{'event':<12} {'deliveries':>10}  {'result':<52} note\n"
     )
     all_ok = True
@@ -177,7 +186,10 @@ def summarise(report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO) ->
 async def run_demo(settings: Settings, out: TextIO) -> int:
     """Run the demo; returns the exit code."""
     with ExitStack() as stack:
-        endpoint = settings.endpoint_url or stack.enter_context(embedded_broker())
+        if settings.endpoint_url:
+            endpoint, broker = settings.endpoint_url, f"at {settings.endpoint_url}"
+        else:
+            endpoint, broker = stack.enter_context(embedded_broker()), EMBEDDED
         config = demo_settings(settings, endpoint)
         made = await provision(config)
         out.write("\n".join(made.lines()) + "\n")
@@ -187,5 +199,5 @@ async def run_demo(settings: Settings, out: TextIO) -> int:
         ledger = Ledger()
         report = await serve(config, handler=ledger.wrap(handle))
         in_dlq = await dead_letters(config, made.dlq_url)
-        return 0 if summarise(report, ledger, in_dlq, out) else 1
+        return 0 if summarise(report, ledger, in_dlq, out, broker=broker) else 1
     return 1  # pragma: no cover -- ExitStack does not swallow exceptions
