@@ -9,7 +9,8 @@ LOCAL_STAMP := $(VENV)/.installed-local
 # Debian packages the tests use; installed when missing (sudo when not root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test test-fast lint typecheck unit rules tools node-ric deploy-check image-test demo bench clean
+.PHONY: all test test-fast lint typecheck unit rules tools node-ric deploy-check image-test demo bench clean \
+	localstack test-localstack
 
 all: test
 
@@ -71,11 +72,22 @@ deploy-check:
 ## whole test suite.
 test: lint typecheck rules deploy-check unit
 
+## LocalStack (SQS and SNS, host mode: no Docker) in a venv of its own under .tools/localstack,
+## on a Python 3.13 that the script finds or installs; it fails, saying so, if there is none.
+localstack:
+	.ci/localstack-venv >/dev/null
+
+## The broker-backed tests (those that use the `broker` fixture) again, on LocalStack instead of
+## moto; the tests start it. Tests that would trip over a flaw of LocalStack's are skipped,
+## naming it (tests/brokers.py). CI runs this after `make test`.
+test-localstack: $(STAMP) localstack node-ric
+	TEST_BROKER=localstack $(BIN)/pytest -m broker
+
 ## Build the image with buildah (no Docker engine) on a stand-in base, and run it against moto.
 image-test: $(STAMP)
 	.ci/image-test
 
-## The README's demo command: the main job on an embedded moto server, then the DLQ's redrive and
+## The README's demo command: the main job on the embedded local broker (moto), then the DLQ's redrive and
 ## reprocessing. It installs only what the demo needs, not the development tools.
 demo: $(LOCAL_STAMP)
 	$(BIN)/worker demo

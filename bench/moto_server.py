@@ -1,8 +1,9 @@
 """A moto server for the benchmarks: receives that do not rescan the queue, and no lost updates.
 
 ``python -m bench.moto_server -p PORT [-H HOST] [--no-patch] [--keep-alive]`` runs moto's
-server after patching five functions of ``moto.sqs.models``, in this process only. The worker
-never sees this module: it is the benchmark harness's broker, nothing else.
+server after patching ``moto.sqs.models``, in this process only: the local broker's patch
+(``worker.local``) and four of its own that make moto cheaper to run without changing what it
+answers. The worker's consume path never sees this module: it is the benchmark harness's broker.
 
 With ``--keep-alive`` moto's WSGI application (the very one ``moto.server`` serves) runs under
 waitress instead of werkzeug's development server. Werkzeug's server answers every request with
@@ -47,17 +48,13 @@ The patch (``apply()``):
    (receives hand out the oldest first); the list is rebuilt from two slices. The outcome is the
    same: the message and its receipt handles are gone, a handle deleted before is accepted
    again, an unknown one raises ``ReceiptHandleIsInvalid``.
-4. ``Queue.delete_message`` and ``SQSBackend.receive_message`` run under the queue's own lock
-   (``Queue._messages_lock``, which ``add_message`` already takes to append, and whose condition
-   a long poll already waits on, releasing it meanwhile). Stock moto takes no lock there, and
-   its server runs a thread per request. Two concurrent deletes (or a delete and a send) each
-   rebuild the message list from the same old one and the later assignment wins: a deleted
-   message comes back, or a message just sent disappears. Two concurrent receives each pick the
-   same visible message before either marks it received: one message, two deliveries. The
-   benchmarks receive and delete from several pollers at once and saw both (10 to 70 of 10,000
-   messages left on the queue although each was received and deleted once; a message delivered
-   twice within its visibility timeout). These are thread-safety fixes: each call does what it
-   did, one at a time per queue.
+4. The local broker's own patch (``worker.local.patch_moto``, documented there), which the
+   worker's embedded broker and the tests run too: receives, deletes and visibility changes one
+   at a time per queue, under the queue's lock (stock moto takes none, and its server runs a
+   thread per request: the benchmarks, receiving and deleting from several pollers at once, saw
+   10 to 70 of 10,000 messages left on the queue although each was received and deleted once,
+   and messages delivered twice within their visibility timeout), and FIFO long polls that serve
+   a group as soon as it unlocks. The delete of 3 runs under that patch's lock.
 5. ``SQSBackend.get_queue_attributes`` builds the queue's attribute dict once per call. Stock
    moto builds it three times for each name asked for (is the name there? is its value None?
    the value), and each build scans the queue three times to count it: a read of the two
@@ -67,9 +64,9 @@ The patch (``apply()``):
    consumer. Same names, values, order and errors (checked against the original for every kind
    of name, FIFO and standard queues, and an unknown queue).
 
-What receives, deletes, visibility, redrive to a DLQ, FIFO groups, retention and long polls do
-is unchanged: the same code runs with the same values (and the delete, rewritten, has the same
-outcome), only without the needless scans and datetimes, and without the lost updates. What
+What receives, deletes, visibility, redrive to a DLQ, FIFO groups and retention do is unchanged:
+the same code runs with the same values (and the delete, rewritten, has the same outcome), only
+without the needless scans and datetimes, and without the lost updates. What
 stays proportional to the backlog (``Queue.messages`` still filters every message once per
 receive loop) is kept small by the harness, which feeds the queue as it drains instead of
 filling it up front.
@@ -85,9 +82,17 @@ import threading
 import time
 from typing import Any
 
+from worker.local import patch_moto
+
 
 def apply() -> None:
     """Patch ``moto.sqs.models`` in this process (see the module's docstring)."""
+    _patch_costs()
+    patch_moto()  # after the delete of patch 3, which it wraps in the queue's lock
+
+
+def _patch_costs() -> None:
+    """Patches 1, 2, 3 and 5 of the module's docstring: the same answers, fewer scans."""
     # Imported here, in the moto server's process only; typed loosely: these are moto's internals.
     models: Any = importlib.import_module("moto.sqs.models")
 
@@ -114,33 +119,23 @@ def apply() -> None:
     )
 
     def delete_message(self: Any, receipt_handle: str) -> None:
-        # The lock add_message already takes (a re-entrant one). Stock moto scans the whole
-        # queue twice per delete (is the handle known? then a rebuild without the message);
-        # this stops at the message, which is near the front (receives take the oldest), and
-        # rebuilds the list with C slices. Same outcome, same error for an unknown handle.
-        with self._messages_lock:
-            if receipt_handle in self.deleted_messages:
-                return  # already deleted: accepted again, as stock moto does
-            messages = self._messages
-            for index, message in enumerate(messages):  # noqa: B007 -- used after the loop
-                if message.had_receipt_handle(receipt_handle):
-                    break
-            else:
-                raise models.ReceiptHandleIsInvalid()
-            self.pending_messages.discard(message)
-            self.deleted_messages.update(message.all_receipt_handles)
-            self._messages = messages[:index] + messages[index + 1 :]
+        # Stock moto scans the whole queue twice per delete (is the handle known? then a
+        # rebuild without the message); this stops at the message, which is near the front
+        # (receives take the oldest), and rebuilds the list with C slices. Same outcome, same
+        # error for an unknown handle. patch_moto runs it under the queue's lock.
+        if receipt_handle in self.deleted_messages:
+            return  # already deleted: accepted again, as stock moto does
+        messages = self._messages
+        for index, message in enumerate(messages):  # noqa: B007 -- used after the loop
+            if message.had_receipt_handle(receipt_handle):
+                break
+        else:
+            raise models.ReceiptHandleIsInvalid()
+        self.pending_messages.discard(message)
+        self.deleted_messages.update(message.all_receipt_handles)
+        self._messages = messages[:index] + messages[index + 1 :]
 
     models.Queue.delete_message = delete_message
-
-    original_receive = models.SQSBackend.receive_message
-
-    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
-        # A long poll waits on this lock's condition, which releases it while waiting.
-        with self.get_queue(queue_name)._messages_lock:
-            return original_receive(self, queue_name, *args, **kwargs)
-
-    models.SQSBackend.receive_message = receive_message
     _patch_attribute_reads(models)
 
 

@@ -1,15 +1,17 @@
-"""A fault-injecting HTTP proxy between the worker and the moto server.
+"""A fault-injecting HTTP proxy between the worker and the broker (moto or LocalStack).
 
 The worker is pointed at the proxy (``WORKER_ENDPOINT_URL``); the proxy forwards each request to
-the moto server unless a :class:`Rule` picks it, in which case it injects one :class:`Fault`:
+the broker unless a :class:`Rule` picks it, in which case it injects one :class:`Fault`:
 
 - ``latency``: forward after a delay;
 - ``http_500`` / ``http_503``: answer an AWS server error without forwarding;
 - ``throttle``: answer SQS's throttling error (HTTP 400, ``RequestThrottled``, which botocore's
   standard retry mode treats as throttling) without forwarding;
+- ``access_denied``: answer HTTP 403 ``AccessDenied`` without forwarding, as SQS answers a call
+  that the caller's IAM policy does not allow (not retried);
 - ``reset``: reset the connection (TCP RST) before forwarding: the request is not applied;
-- ``drop_response``: forward, so that moto applies the request, then reset the connection instead
-  of answering: the client cannot know that it was applied;
+- ``drop_response``: forward, so that the broker applies the request, then reset the connection
+  instead of answering: the client cannot know that it was applied;
 - ``stall``: neither forward nor answer, until the client gives up (its read timeout) or the
   rule's ``seconds`` run out.
 
@@ -55,6 +57,7 @@ class Fault(StrEnum):
     HTTP_500 = "http_500"
     HTTP_503 = "http_503"
     THROTTLE = "throttle"
+    ACCESS_DENIED = "access_denied"
     RESET = "reset"
     DROP_RESPONSE = "drop_response"
     STALL = "stall"
@@ -65,6 +68,7 @@ _ERROR_RESPONSES: dict[Fault, tuple[int, str, str, str]] = {
     Fault.HTTP_500: (500, "Internal Server Error", "InternalFailure", "injected server error"),
     Fault.HTTP_503: (503, "Service Unavailable", "ServiceUnavailable", "injected unavailability"),
     Fault.THROTTLE: (400, "Bad Request", "RequestThrottled", "Rate exceeded (injected)"),
+    Fault.ACCESS_DENIED: (403, "Forbidden", "AccessDenied", "not authorized (injected)"),
 }
 
 
@@ -413,3 +417,22 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[str, list[tuple[
     if _header(headers, "transfer-encoding") or _header(headers, "content-length"):
         return status_line, headers, await _read_body(reader, headers)
     return status_line, headers, await reader.read()  # delimited by the end of the connection
+
+
+MOVE_TASK_OPERATIONS = ("StartMessageMoveTask", "ListMessageMoveTasks", "CancelMessageMoveTask")
+# What the worker says of an endpoint whose move-task calls answer as without_move_tasks's do.
+NO_MOVE_TASKS = "this endpoint has no message move tasks (InternalFailure: injected server error)"
+
+
+@contextlib.contextmanager
+def without_move_tasks(upstream: str) -> Iterator[str]:
+    """An endpoint without message move tasks, whatever the broker: its URL.
+
+    The broker behind a proxy that answers every move-task call with HTTP 500, as moto does
+    (it has none), so that the worker's fallback is tested on every broker.
+    """
+    with (
+        FaultProxy(upstream) as proxy,
+        proxy.inject(Rule.on(Fault.HTTP_500, *MOVE_TASK_OPERATIONS)),
+    ):
+        yield proxy.url

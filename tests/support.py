@@ -1,16 +1,13 @@
-"""Helpers shared by the tests: queues on the moto server, and running a worker in-process."""
+"""Helpers shared by the tests: queues on the broker, and running a worker in-process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.brokers import free_port, stop, wait_until_answering
 from worker.config import Settings
 from worker.handlers import Handler
 from worker.lease import Lease
@@ -41,13 +39,12 @@ def moto_server_process(
 ) -> Iterator[str]:
     """A moto server in its own process (so that it does not share the tests' GIL); its URL.
 
-    ``atomic``: receives and deletes one at a time per queue (bench/moto_server.py), so that
-    no message is handed to two pollers at once, as SQS guarantees and stock moto does not.
+    ``atomic``: the worker's local broker (``python -m worker.local``), whose receives and
+    deletes run one at a time per queue, so that no message is handed to two pollers at once, as
+    SQS guarantees and stock moto does not.
     """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    module = "bench.moto_server" if atomic else "moto.server"
+    port = free_port()
+    module = "worker.local" if atomic else "moto.server"
     server = subprocess.Popen(  # noqa: S603 -- our own interpreter and arguments
         [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
         cwd=ROOT,
@@ -56,23 +53,11 @@ def moto_server_process(
         env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):  # noqa: S310 -- loopback
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.1)
+        wait_until_answering(f"{url}/moto-api/", server, "the moto server")
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
@@ -113,6 +98,11 @@ class Queues:
     def queue_name(self) -> str:
         """The queue's name."""
         return self.queue_url.rsplit("/", 1)[-1]
+
+    @property
+    def account_id(self) -> str:
+        """The account the broker made the queues in (each emulator has its own)."""
+        return self.queue_arn.split(":")[4]
 
     def settings(self, **overrides: Any) -> Settings:
         """Worker settings for this queue, quick to shut down; ``overrides`` win."""

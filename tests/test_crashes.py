@@ -107,18 +107,20 @@ def one_clear_line(worker: Process) -> str:
 
 
 @pytest.fixture
-def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
+def proxy(broker_endpoint: str) -> Iterator[FaultProxy]:
     """A fault proxy in front of the session's moto server, with no fault to begin with."""
-    with FaultProxy(moto_endpoint, seed=11) as started:
+    with FaultProxy(broker_endpoint, seed=11) as started:
         yield started
 
 
 class TestKilledWorker:
     """Two workers on one queue, one killed with SIGKILL mid-work: the other finishes the job."""
 
-    async def test_sigkill_mid_work_loses_nothing(self, moto_endpoint: str, tmp_path: Path) -> None:
+    async def test_sigkill_mid_work_loses_nothing(
+        self, broker_endpoint: str, tmp_path: Path
+    ) -> None:
         # A short visibility timeout, so that the killed worker's messages come back soon.
-        queues = await make_queues(moto_endpoint, visibility_timeout=4, max_receive_count=5)
+        queues = await make_queues(broker_endpoint, visibility_timeout=4, max_receive_count=5)
         ledger = Ledger(markers=tmp_path)
         await ledger.publish(queues, 150)
         options = {
@@ -152,9 +154,9 @@ class TestShutdownUnderLoad:
     duplicated, since a graceful stop finishes, flushes or gives back everything it holds."""
 
     async def test_sigterm_with_a_full_pool_and_pending_deletes(
-        self, moto_endpoint: str, proxy: FaultProxy, tmp_path: Path
+        self, broker_endpoint: str, proxy: FaultProxy, tmp_path: Path
     ) -> None:
-        queues = await make_queues(moto_endpoint, visibility_timeout=30, max_receive_count=3)
+        queues = await make_queues(broker_endpoint, visibility_timeout=30, max_receive_count=3)
         ledger = Ledger(markers=tmp_path)
         await ledger.publish(queues, 60)
         # Every delete takes a second and a half to be answered: some are always in flight.
@@ -328,13 +330,15 @@ class TestStartupFaults:
         line = one_clear_line(worker)
         assert line.startswith(f"worker: cannot read queue {queues.queue_url}: ")
 
-    async def test_dlq_missing(self, moto_endpoint: str, tmp_path: Path) -> None:
-        settings = Settings(endpoint_url=moto_endpoint, region=REGION)
+    async def test_dlq_missing(self, broker_endpoint: str, tmp_path: Path) -> None:
+        settings = Settings(endpoint_url=broker_endpoint, region=REGION)
         name = f"lost-dlq-{tmp_path.name[-8:]}"
         async with open_sqs(settings) as sqs:
             url = (await sqs.create_queue(QueueName=name))["QueueUrl"]
             dlq_url = (await sqs.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
-            dlq_arn = f"arn:aws:sqs:{REGION}:123456789012:{name}-dlq"
+            dlq_arn = (
+                await sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+            )["Attributes"]["QueueArn"]
             policy = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}
             await sqs.set_queue_attributes(
                 QueueUrl=url, Attributes={"RedrivePolicy": json.dumps(policy)}
@@ -344,7 +348,7 @@ class TestStartupFaults:
             tmp_path,
             "run",
             WORKER_QUEUE_URL=url,
-            WORKER_ENDPOINT_URL=moto_endpoint,
+            WORKER_ENDPOINT_URL=broker_endpoint,
             WORKER_HANDLER=RECORD,
         ) as worker:
             assert await worker.exit_code() == 1

@@ -1,4 +1,4 @@
-"""DLQ operations against a moto server: see what failed, bring it back, lose nothing."""
+"""DLQ operations against the broker: see what failed, bring it back, lose nothing."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from aiobotocore.session import get_session
 from aiobotocore.stub import AioStubber
 from structlog.testing import capture_logs
 
-from tests.faults import Fault, FaultProxy, Rule
+from tests.faults import NO_MOVE_TASKS, Fault, FaultProxy, Rule, without_move_tasks
 from tests.support import (
     REGION,
     ROOT,
@@ -68,7 +68,7 @@ def bodies_of(messages: list[Any]) -> Counter[str]:
 
 @contextlib.contextmanager
 def slow_receives(queues: Queues, seconds: float) -> Iterator[Settings]:
-    """Settings whose receives reach moto ``seconds`` late, through the fault proxy.
+    """Settings whose receives reach the broker ``seconds`` late, through the fault proxy.
 
     With a hold shorter than that, a pass over the DLQ outlasts its hold as a long one on AWS
     does: the messages it received first are visible again when it receives next.
@@ -179,8 +179,11 @@ class TestRedrive:
 
     async def test_native_fallback_when_the_endpoint_lacks_move_tasks(self, queues: Queues) -> None:
         await seed(queues, "a", "b")
-        result = await dlq.run_redrive(queues.settings(), dlq.RedrivePlan())
-        assert result.native_task is None  # moto answers 500: moved message by message
+        with without_move_tasks(queues.endpoint_url) as endpoint:
+            result = await dlq.run_redrive(
+                queues.settings(endpoint_url=endpoint), dlq.RedrivePlan()
+            )
+        assert result.native_task is None  # HTTP 500: moved message by message
         assert result.moved == 2
 
     async def test_filter_moves_only_what_matches(self, queues: Queues) -> None:
@@ -485,8 +488,8 @@ class TestRedriveTarget:
 class TestFifo:
     """A FIFO DLQ's messages go back in order, with their group, under a new dedup id."""
 
-    async def test_fifo_redrive_keeps_group_order(self, moto_endpoint: str) -> None:
-        base = Settings(endpoint_url=moto_endpoint, region=REGION)
+    async def test_fifo_redrive_keeps_group_order(self, broker_endpoint: str) -> None:
+        base = Settings(endpoint_url=broker_endpoint, region=REGION)
         name = f"f-{uuid.uuid4().hex[:10]}"
         made = await provision(base.model_copy(update={"queue_name": f"{name}.fifo"}))
         async with open_sqs(base) as sqs:
@@ -714,8 +717,9 @@ class TestPurgeAndReprocess:
         assert await depth(queues, queues.dlq_url) == (0, 0)
 
     async def test_moves_on_an_endpoint_without_them(self, queues: Queues) -> None:
-        code, _, err = await cli(
-            "dlq", "moves", "--queue", queues.queue_url, "--endpoint-url", queues.endpoint_url
-        )
+        with without_move_tasks(queues.endpoint_url) as endpoint:
+            code, _, err = await cli(
+                "dlq", "moves", "--queue", queues.queue_url, "--endpoint-url", endpoint
+            )
         assert code == 1
-        assert err.strip() == "worker: this endpoint has no message move tasks (HTTP 500)"
+        assert err.strip() == f"worker: {NO_MOVE_TASKS}"

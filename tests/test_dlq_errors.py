@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
+from tests.faults import NO_MOVE_TASKS, without_move_tasks
 from tests.support import REGION, Queues, depth, moto_server_process, run_cli
 from worker import cli, dlq_cli
 
@@ -54,9 +55,19 @@ class TestOneLine:
         assert await depth(queues, queues.dlq_url) == (1, 0)
 
     async def test_cancel_where_move_tasks_fail(self, queues: Queues) -> None:
-        code, _, err = await worker("dlq", "moves", "--cancel", "no-such-task", *on(queues))
+        with without_move_tasks(queues.endpoint_url) as endpoint:
+            code, _, err = await worker(
+                "dlq",
+                "moves",
+                "--cancel",
+                "no-such-task",
+                "--queue",
+                queues.queue_url,
+                "--endpoint-url",
+                endpoint,
+            )
         assert code == 1
-        assert one_line(err) == "worker: this endpoint has no message move tasks (HTTP 500)"
+        assert one_line(err) == f"worker: {NO_MOVE_TASKS}"
 
     async def test_redrive_to_the_dlq_itself_is_a_usage_error(self, queues: Queues) -> None:
         await seed_dlq(queues, "a", "b")

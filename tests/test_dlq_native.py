@@ -1,8 +1,8 @@
-"""Native redrive (SQS's own StartMessageMoveTask) from the command line, against LocalStack.
+"""Native redrive (SQS's own StartMessageMoveTask) from the command line, on the broker.
 
-moto does not implement move tasks (HTTP 500), so these run only where a LocalStack is given:
-``LOCALSTACK_ENDPOINT=http://127.0.0.1:4566 pytest tests/test_dlq_native.py``. The logic they
-reach is also covered, with botocore's Stubber, by ``TestNativeStopAndSummary`` in test_dlq.py.
+moto does not implement move tasks, so these run on LocalStack only (``make test-localstack``).
+The logic they reach is also covered, with botocore's Stubber, by ``TestNativeStopAndSummary``
+in test_dlq.py.
 """
 
 from __future__ import annotations
@@ -22,28 +22,29 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
+from tests.brokers import Flaw
 from tests.support import REGION, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
-ENDPOINT = os.environ.get("LOCALSTACK_ENDPOINT", "")
-pytestmark = pytest.mark.skipif(not ENDPOINT, reason="LOCALSTACK_ENDPOINT is not set")
+pytestmark = pytest.mark.broker_flaw(Flaw.MOTO_NO_MOVE_TASKS)
 
 
 @dataclass(frozen=True)
 class Pair:
-    """A queue and its DLQ on LocalStack."""
+    """A queue and its DLQ on the broker."""
 
+    endpoint: str
     queue_url: str
     dlq_url: str
 
 
-def _sqs() -> Any:
+def _sqs(endpoint: str) -> Any:
     session: Any = get_session()
-    return session.create_client("sqs", region_name=REGION, endpoint_url=ENDPOINT)
+    return session.create_client("sqs", region_name=REGION, endpoint_url=endpoint)
 
 
-async def _visible(url: str) -> int:
-    async with _sqs() as sqs:
+async def _visible(endpoint: str, url: str) -> int:
+    async with _sqs(endpoint) as sqs:
         response = await sqs.get_queue_attributes(
             QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
         )
@@ -51,9 +52,9 @@ async def _visible(url: str) -> int:
 
 
 @pytest.fixture
-async def pair() -> AsyncIterator[Pair]:
+async def pair(broker_endpoint: str) -> AsyncIterator[Pair]:
     name = f"n-{uuid.uuid4().hex[:10]}"
-    async with _sqs() as sqs:
+    async with _sqs(broker_endpoint) as sqs:
         dlq_url = (await sqs.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
         attributes = await sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
         redrive = {
@@ -65,20 +66,20 @@ async def pair() -> AsyncIterator[Pair]:
                 QueueName=name, Attributes={"RedrivePolicy": json.dumps(redrive)}
             )
         )["QueueUrl"]
-    yield Pair(queue_url, dlq_url)
-    async with _sqs() as sqs:
+    yield Pair(broker_endpoint, queue_url, dlq_url)
+    async with _sqs(broker_endpoint) as sqs:
         for url in (queue_url, dlq_url):
             await sqs.delete_queue(QueueUrl=url)
 
 
-async def _start(*args: str) -> asyncio.subprocess.Process:
+async def _start(pair: Pair, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "worker",
         *args,
         "--endpoint-url",
-        ENDPOINT,
+        pair.endpoint,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
@@ -101,16 +102,16 @@ class TestNativeRedrive:
     """Ctrl-C stops following the move task at once and says how to cancel it."""
 
     async def test_first_ctrl_c_names_the_task_and_exits_130(self, pair: Pair) -> None:
-        async with _sqs() as sqs:
+        async with _sqs(pair.endpoint) as sqs:
             for n in range(20):
                 await sqs.send_message(QueueUrl=pair.dlq_url, MessageBody=f"m{n}")
         # --to: these messages were sent to the DLQ by hand, so they have no source to go back to.
         redrive = await _start(
-            "dlq", "redrive", "--queue", pair.queue_url, "--to", pair.queue_url, "--rate", "1"
+            pair, "dlq", "redrive", "--queue", pair.queue_url, "--to", pair.queue_url, "--rate", "1"
         )
 
         async def moving() -> bool:
-            return await _visible(pair.queue_url) >= 1
+            return await _visible(pair.endpoint, pair.queue_url) >= 1
 
         await eventually(moving, timeout=20)
         redrive.send_signal(signal.SIGINT)
@@ -123,18 +124,24 @@ class TestNativeRedrive:
         handle = match.group(1)
         assert f"cancel it with `worker dlq moves --cancel {handle}`" in out
 
-        cancel = await _start("dlq", "moves", "--queue", pair.queue_url, "--cancel", handle)
+        cancel = await _start(pair, "dlq", "moves", "--queue", pair.queue_url, "--cancel", handle)
         code, out = await _finish(cancel, 30)
         assert code == 0
         assert out.startswith(f"cancelled {handle} after ")
 
         async def all_twenty_somewhere() -> bool:
-            return await _visible(pair.queue_url) + await _visible(pair.dlq_url) == 20
+            return (
+                await _visible(pair.endpoint, pair.queue_url)
+                + await _visible(pair.endpoint, pair.dlq_url)
+                == 20
+            )
 
         await eventually(all_twenty_somewhere, timeout=10)
 
     async def test_a_task_that_moves_nothing_says_it_completed(self, pair: Pair) -> None:
-        redrive = await _start("dlq", "redrive", "--queue", pair.queue_url, "--to", pair.queue_url)
+        redrive = await _start(
+            pair, "dlq", "redrive", "--queue", pair.queue_url, "--to", pair.queue_url
+        )
         code, out = await _finish(redrive, 30)
         assert code == 0
         assert re.fullmatch(r"SQS move task \S+ completed: moved 0 messages\n", out), out

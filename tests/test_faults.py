@@ -11,6 +11,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from tests.invariant import Ledger
 from tests.support import REGION, Queues, depth, eventually, make_queues, running_worker
 from worker import Message
 from worker.config import Settings
+from worker.errors import StartupError
 from worker.handlers import Handler
 from worker.outcome import FailureReason
 from worker.sqs import open_sns, open_sqs
@@ -32,9 +34,9 @@ from worker.worker import Worker
 
 
 @pytest.fixture
-def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
-    """A fault proxy in front of the session's moto server, with no fault to begin with."""
-    with FaultProxy(moto_endpoint, seed=7) as started:
+def proxy(broker_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the session's broker, with no fault to begin with."""
+    with FaultProxy(broker_endpoint, seed=7) as started:
         yield started
 
 
@@ -137,16 +139,37 @@ class TestProxy:
         assert proxy.forwarded["Publish"] == 1
 
 
+class TestStartupChecks:
+    """A check that fails at start-up says that it failed, not what it would have found."""
+
+    async def test_a_failed_dead_letter_source_check_says_so(self, proxy: FaultProxy) -> None:
+        settings = Settings(endpoint_url=proxy.url, region=REGION, http_port=0)
+        async with open_sqs(settings) as sqs:
+            url = (await sqs.create_queue(QueueName=f"no-dlq-{uuid.uuid4().hex[:10]}"))["QueueUrl"]
+        name = url.rsplit("/", 1)[-1]
+        denied = Rule.on(Fault.ACCESS_DENIED, "ListDeadLetterSourceQueues")
+        with proxy.inject(denied), pytest.raises(StartupError) as raised:
+            async with running_worker(settings.model_copy(update={"queue_url": url})):
+                pass
+        assert str(raised.value) == (
+            f"queue {name} has no RedrivePolicy, and whether it is another queue's DLQ could "
+            "not be checked: ListDeadLetterSourceQueues failed (AccessDenied: not authorized "
+            "(injected)); allow sqs:ListDeadLetterSourceQueues to reprocess a DLQ, add a DLQ "
+            "(worker provision) or set WORKER_ALLOW_NO_DLQ=true"
+        )
+        assert denied.injected == 1
+
+
 @pytest.mark.slow
 class TestErrorsOfEveryKind:
     """Server errors, throttling, resets, dropped responses and latency on every kind of call:
     retried, counted and logged; the worker stays live, recovers, and loses nothing."""
 
     async def test_each_kind_is_retried_counted_logged_and_loses_nothing(
-        self, moto_endpoint: str, proxy: FaultProxy, logs: LogCapture
+        self, broker_endpoint: str, proxy: FaultProxy, logs: LogCapture
     ) -> None:
         # A failed retry leaves its message invisible for the visibility timeout: keep it short.
-        queues = await make_queues(moto_endpoint, visibility_timeout=5, max_receive_count=5)
+        queues = await make_queues(broker_endpoint, visibility_timeout=5, max_receive_count=5)
         ledger = Ledger()
         registry = CollectorRegistry()
         await ledger.publish(queues, 30)
@@ -238,16 +261,17 @@ class TestErrorsOfEveryKind:
         assert any(error.startswith("RequestThrottled") for error in retrying)
         assert any(error.startswith("ServiceUnavailable") for error in retrying)
         assert events(logs, "sqs.depth_failed")
-        assert set(proxy.injected) == set(Fault) - {Fault.STALL}
+        # Every transient kind (a denial is not one: TestStartupChecks has it).
+        assert set(proxy.injected) == set(Fault) - {Fault.STALL, Fault.ACCESS_DENIED}
 
 
 class TestAppliedButUnanswered:
     """A request SQS applied whose response never came back: the worker cannot tell."""
 
     async def test_dropped_receive_responses_come_back_after_the_visibility_timeout(
-        self, moto_endpoint: str, proxy: FaultProxy
+        self, broker_endpoint: str, proxy: FaultProxy
     ) -> None:
-        queues = await make_queues(moto_endpoint, visibility_timeout=3, max_receive_count=5)
+        queues = await make_queues(broker_endpoint, visibility_timeout=3, max_receive_count=5)
         ledger = Ledger()
         first_seen: dict[str, int] = {}
 
@@ -274,10 +298,10 @@ class TestFailedDeletes:
 
     @pytest.mark.parametrize("fault", [Fault.DROP_RESPONSE, Fault.RESET], ids=str)
     async def test_only_unapplied_deletes_duplicate_and_only_their_messages(
-        self, moto_endpoint: str, proxy: FaultProxy, logs: LogCapture, fault: Fault
+        self, broker_endpoint: str, proxy: FaultProxy, logs: LogCapture, fault: Fault
     ) -> None:
         # A visibility timeout far shorter than botocore's five attempts with backoff.
-        queues = await make_queues(moto_endpoint, visibility_timeout=2, max_receive_count=20)
+        queues = await make_queues(broker_endpoint, visibility_timeout=2, max_receive_count=20)
         ledger = Ledger()
         registry = CollectorRegistry()
         await ledger.publish(queues, 10)

@@ -182,7 +182,7 @@ class TestContextAndEnvironment:
         assert context.function_name == "orders-fn"
         assert context.memory_limit_in_mb == "512"
         assert context.invoked_function_arn == (
-            "arn:aws:lambda:us-east-1:123456789012:function:orders-fn"
+            f"arn:aws:lambda:us-east-1:{queues.account_id}:function:orders-fn"
         )
         assert context.log_group_name == "/aws/lambda/orders-fn"
 

@@ -131,3 +131,62 @@ async def test_a_release_waits_for_an_extension_only_so_long(
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+class RefusesTheReceipt:
+    """ChangeMessageVisibilityBatch that refuses every receipt handle, as for a deleted message."""
+
+    def __init__(self, failure: EntryFailure) -> None:
+        self.failure = failure
+        self.calls = 0
+
+    async def change_visibility_batch(
+        self, changes: dict[str, tuple[str, int]]
+    ) -> dict[str, EntryFailure]:
+        self.calls += 1
+        return dict.fromkeys(changes, self.failure)
+
+
+class TestAGoneReceiptHandle:
+    """A visibility change refused for its receipt handle means the message is gone."""
+
+    @pytest.mark.parametrize(
+        "failure",
+        [
+            pytest.param(
+                EntryFailure("ReceiptHandleIsInvalid", "not a valid receipt handle", True),
+                id="SQS",
+            ),
+            pytest.param(
+                EntryFailure(
+                    "InvalidParameterValueException",
+                    "Value h for parameter ReceiptHandle is invalid. Reason: Message does not "
+                    "exist or is not available for visibility timeout change.",
+                    False,
+                ),
+                id="SenderFault false",
+            ),
+        ],
+    )
+    async def test_the_lease_is_lost_and_not_retried(self, failure: EntryFailure) -> None:
+        queue = RefusesTheReceipt(failure)
+        keeper = LeaseKeeper(
+            queue,  # type: ignore[arg-type]  # the keeper calls change_visibility_batch only
+            visibility_timeout=2,
+            metrics=Metrics(CollectorRegistry(), queue="q"),
+        )
+        running = asyncio.create_task(keeper.run())
+        try:
+            with capture_logs() as logs:
+                lease = keeper.take(message("m"), time.monotonic())
+                await eventually(lambda: lease.lost, timeout=5)
+            assert queue.calls == 1
+            assert [e["gave_up"] for e in logs if e["event"] == "message.extension_failed"] == [
+                True
+            ]
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    def test_a_failure_of_sqs_itself_is_retried(self) -> None:
+        assert not EntryFailure("InternalError", "try again", False).permanent

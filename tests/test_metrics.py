@@ -211,8 +211,8 @@ class TestLifecycle:
         assert value(registry, "worker_messages_released_total", queue=q, reason="shutdown") == 1
         assert value(registry, "worker_handlers_running", queue=q) == 0
 
-    async def test_visibility_extensions(self, moto_endpoint: str) -> None:
-        queues = await make_queues(moto_endpoint, visibility_timeout=2)
+    async def test_visibility_extensions(self, broker_endpoint: str) -> None:
+        queues = await make_queues(broker_endpoint, visibility_timeout=2)
         registry = CollectorRegistry()
         q = queues.queue_name
 

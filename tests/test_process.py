@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 from tests.handlers import marks
 from tests.support import REGION, Queues, depth, drain, eventually, make_queues, send
 from worker.config import Settings
+from worker.demo import run_demo
 from worker.sqs import open_sqs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,9 +121,11 @@ def run_args(queues: Queues, handler: str = "tests.handlers:slow") -> dict[str, 
 class TestGracefulShutdown:
     """SIGTERM: running handlers finish, unstarted messages go back at once, nothing is lost."""
 
-    async def test_sigterm_mid_work_loses_nothing(self, moto_endpoint: str, tmp_path: Path) -> None:
+    async def test_sigterm_mid_work_loses_nothing(
+        self, broker_endpoint: str, tmp_path: Path
+    ) -> None:
         # A 60 s visibility timeout: a message stranded in flight would stay invisible.
-        queues = await make_queues(moto_endpoint, visibility_timeout=60)
+        queues = await make_queues(broker_endpoint, visibility_timeout=60)
         async with worker_process(
             tmp_path,
             "run",
@@ -389,14 +393,14 @@ class TestStartup:
         assert worker.err.strip() == "worker: queue 'no-such-queue' does not exist"
 
     async def test_queue_without_dlq_is_refused_unless_allowed(
-        self, moto_endpoint: str, tmp_path: Path
+        self, broker_endpoint: str, tmp_path: Path
     ) -> None:
-        settings = Settings(endpoint_url=moto_endpoint, region=REGION)
+        settings = Settings(endpoint_url=broker_endpoint, region=REGION)
         async with open_sqs(settings) as sqs:
             url = (await sqs.create_queue(QueueName=f"no-dlq-{time.monotonic_ns()}"))["QueueUrl"]
         variables = {
             "WORKER_QUEUE_URL": url,
-            "WORKER_ENDPOINT_URL": moto_endpoint,
+            "WORKER_ENDPOINT_URL": broker_endpoint,
             "WORKER_HANDLER": "tests.handlers:slow",
         }
         async with worker_process(tmp_path, "run", **variables) as refused:
@@ -464,9 +468,9 @@ async def refused_handler(queues: Queues, tmp_path: Path, source: str, function:
 class TestCommands:
     """provision, publish and demo."""
 
-    async def test_provision_is_idempotent(self, moto_endpoint: str, tmp_path: Path) -> None:
+    async def test_provision_is_idempotent(self, broker_endpoint: str, tmp_path: Path) -> None:
         name = f"prov-{time.monotonic_ns()}"
-        args = ("provision", "--queue", name, "--endpoint-url", moto_endpoint)
+        args = ("provision", "--queue", name, "--endpoint-url", broker_endpoint)
         async with worker_process(tmp_path, *args, "--max-receive-count", "4") as first:
             assert await first.exit_code() == 0
         async with worker_process(tmp_path, *args, "--max-receive-count", "4") as second:
@@ -478,7 +482,7 @@ class TestCommands:
         assert again["topic"] == again["queue"] == again["dlq"] == again["subscription"]
         assert again["subscription"] == "unchanged"
         assert second.out.splitlines()[-1] == "unchanged: everything was already as asked"
-        settings = Settings(endpoint_url=moto_endpoint, region=REGION)
+        settings = Settings(endpoint_url=broker_endpoint, region=REGION)
         async with open_sqs(settings) as sqs:
             url = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
             attributes = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))[
@@ -529,3 +533,11 @@ class TestCommands:
         assert "order-1300   archived: amount 'lots' is not a number" in demo.out
         assert "queue and DLQ: 0 messages" in demo.out
         assert 'worker_messages_received_total{queue="demo-orders"} 20.0' in demo.out
+        assert "→ DLQ, on the embedded local broker (moto)\n" in demo.out
+
+    async def test_demo_says_which_endpoint_it_ran_on(self, moto_endpoint: str) -> None:
+        out = io.StringIO()
+        settings = Settings(endpoint_url=moto_endpoint, region=REGION)
+        assert await run_demo(settings, out) == 0, out.getvalue()
+        assert f"→ DLQ, at {moto_endpoint}\n" in out.getvalue()
+        assert "embedded" not in out.getvalue()

@@ -100,9 +100,9 @@ class TestScrapedByPrometheus:
     """The processed count and the DLQ depth reach Prometheus as they happened."""
 
     async def test_prometheus_sees_processing_and_the_dlq(
-        self, moto_endpoint: str, prometheus_binary: str, tmp_path: Path
+        self, broker_endpoint: str, prometheus_binary: str, tmp_path: Path
     ) -> None:
-        queues: Queues = await make_queues(moto_endpoint, max_receive_count=2)
+        queues: Queues = await make_queues(broker_endpoint, max_receive_count=2)
 
         async def handler(message: Message) -> None:
             if message.body == "poison":

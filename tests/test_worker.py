@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.brokers import Flaw
 from tests.support import (
     Queues,
     break_pollers,
@@ -65,8 +66,8 @@ class TestDelivery:
         assert message.sent_at is not None
         assert json.loads(message.raw_body)["Type"] == "Notification"
 
-    async def test_raw_delivery_body_is_the_payload(self, moto_endpoint: str) -> None:
-        queues = await make_queues(moto_endpoint, raw_message_delivery=True)
+    async def test_raw_delivery_body_is_the_payload(self, broker_endpoint: str) -> None:
+        queues = await make_queues(broker_endpoint, raw_message_delivery=True)
         recorder = Recorder()
         # A String attribute: with raw delivery and a Binary one, moto's receives that ask for
         # all attributes come back empty (a moto flaw, not the worker's).
@@ -145,6 +146,7 @@ class TestSuccessAndFailure:
         assert running.report.failures == {"non_retryable": 3}
         assert running.report.released == 3
 
+    @pytest.mark.broker_flaw(Flaw.LOCALSTACK_LATE_REVISIBLE)
     async def test_non_retryable_waits_out_the_backoff_where_there_is_no_dlq(
         self, queues: Queues
     ) -> None:
@@ -173,8 +175,8 @@ class TestSuccessAndFailure:
 class TestVisibility:
     """A handler slower than the visibility timeout keeps its message to itself."""
 
-    async def test_slow_handler_is_extended_and_not_redelivered(self, moto_endpoint: str) -> None:
-        queues = await make_queues(moto_endpoint, visibility_timeout=2)
+    async def test_slow_handler_is_extended_and_not_redelivered(self, broker_endpoint: str) -> None:
+        queues = await make_queues(broker_endpoint, visibility_timeout=2)
         calls: list[str] = []
 
         async def slow(message: Message) -> None:
@@ -442,9 +444,9 @@ class TestLostMessages:
     """A message that disappears while it is being handled is counted, and harms nothing."""
 
     async def test_extension_of_a_deleted_message_fails_and_is_counted(
-        self, moto_endpoint: str
+        self, broker_endpoint: str
     ) -> None:
-        queues = await make_queues(moto_endpoint, visibility_timeout=2)
+        queues = await make_queues(broker_endpoint, visibility_timeout=2)
         handled: list[str] = []
 
         async def deletes_itself(message: Message) -> None:
@@ -472,9 +474,9 @@ class TestBackoffOff:
     """``WORKER_BACKOFF=off`` leaves a failed message invisible for the queue's own timeout."""
 
     async def test_failed_message_returns_after_the_visibility_timeout(
-        self, moto_endpoint: str
+        self, broker_endpoint: str
     ) -> None:
-        queues = await make_queues(moto_endpoint, visibility_timeout=3)
+        queues = await make_queues(broker_endpoint, visibility_timeout=3)
         seen: list[float] = []
 
         async def fails_once(message: Message) -> None:

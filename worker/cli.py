@@ -318,10 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command(
         commands,
         "demo",
-        summary="run the whole path on an embedded moto server",
+        summary="run the whole path on the embedded local broker (or WORKER_ENDPOINT_URL's)",
         description="Provision, publish, consume, then the DLQ's redrive and reprocessing, on "
-        "a moto server inside the process (or WORKER_ENDPOINT_URL's); prints what became of "
-        "each event and exits 0 when everything happened as expected.",
+        "the local broker inside the process (moto, or WORKER_ENDPOINT_URL's); prints what "
+        "became of each event and exits 0 when everything happened as expected.",
         examples=["worker demo"],
     )
     _common(demo)

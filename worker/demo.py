@@ -1,4 +1,4 @@
-"""``worker demo``: the whole path on an embedded moto server, in about half a minute.
+"""``worker demo``: the whole path on the embedded local broker, in about half a minute.
 
 It provisions a topic, a queue (4 s visibility timeout, maxReceiveCount 3) and its DLQ, publishes
 order events through SNS (ordinary ones, a slow one that outlives the visibility timeout, a flaky
@@ -6,7 +6,9 @@ one that fails once, one that meets a payment outage, a poison one and one that 
 runs the worker with the example handler until the queue is idle, and shows what happened to
 each event. Then the DLQ's two ways back: once the outage is over, a redrive of the orders it
 failed, and a separate reprocessing function run over what is left; and the first run's metrics.
-It exits 1 if anything did not happen as it should.
+It exits 1 if anything did not happen as it should. The broker is the embedded local one (moto,
+:mod:`worker.local`) unless ``WORKER_ENDPOINT_URL`` names another; the summary says which it ran
+on.
 """
 
 from __future__ import annotations
@@ -186,11 +188,19 @@ def _verdict(sample: Sample, ledger: Ledger, in_dlq: set[str]) -> tuple[str, boo
     )
 
 
-def summarise(report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO) -> bool:
-    """Print what became of each event in the first run; whether all went as it should."""
+EMBEDDED = "on the embedded local broker (moto)"
+
+
+def summarise(
+    report: Report, ledger: Ledger, in_dlq: list[str], out: TextIO, *, broker: str = EMBEDDED
+) -> bool:
+    """Print what became of each event in the first run; whether all went as it should.
+
+    ``broker`` says where it ran: :data:`EMBEDDED`, or "at" the endpoint it was given.
+    """
     out.write(
         f"\nSNS topic → SQS queue (visibility {VISIBILITY_SECONDS} s, maxReceiveCount "
-        f"{MAX_RECEIVES}) → DLQ, on an embedded moto server\n\n"
+        f"{MAX_RECEIVES}) → DLQ, {broker}\n\n"
         f"{'event':<12} {'deliveries':>10}  {'result':<52} note\n"
     )
     all_ok = True
@@ -285,7 +295,10 @@ def show_metrics(registry: CollectorRegistry, out: TextIO) -> None:
 async def run_demo(settings: Settings, out: TextIO) -> int:
     """Run the demo; returns the exit code."""
     with ExitStack() as stack:
-        endpoint = settings.endpoint_url or stack.enter_context(embedded_broker())
+        if settings.endpoint_url:
+            endpoint, broker = settings.endpoint_url, f"at {settings.endpoint_url}"
+        else:
+            endpoint, broker = stack.enter_context(embedded_broker()), EMBEDDED
         config = demo_settings(settings, endpoint)
         made = await provision(config)
         out.write("\n".join(made.lines()) + "\n")
@@ -296,7 +309,7 @@ async def run_demo(settings: Settings, out: TextIO) -> int:
         registry = CollectorRegistry()
         report = await serve(config, handler=ledger.wrap(handle), registry=registry)
         in_dlq = await dead_letters(config, made.dlq_url)
-        all_ok = summarise(report, ledger, in_dlq, out)
+        all_ok = summarise(report, ledger, in_dlq, out, broker=broker)
         all_ok &= await redrive_after_the_outage(config, ledger, out)
         all_ok &= await reprocess_the_dlq(config, made, ledger, out)
         show_metrics(registry, out)

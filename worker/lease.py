@@ -220,12 +220,12 @@ class LeaseKeeper:
             else:
                 self._record_failure(lease, failure)
         # An entry SQS failed on its side is retried shortly, like a failed call.
-        return all(failure.sender_fault for failure in failures.values())
+        return all(failure.permanent for failure in failures.values())
 
     def _record_failure(self, lease: Lease, failure: EntryFailure) -> None:
         self.extension_failures += 1
         self._metrics.extension_failures.inc()
-        if failure.sender_fault:
+        if failure.permanent:
             # The receipt handle is no longer valid: the message was deleted, or its visibility
             # ran out and SQS handed it to someone else. Nothing more can be done for it here.
             lease.lost = True

@@ -227,7 +227,7 @@ class Settler:
             if failure is None:
                 deleted += entry.settlement is Settlement.DELETE
                 self._settled(entry)
-            elif failure.sender_fault or last:
+            elif failure.permanent or last:
                 self._give_up(entry, f"{failure.code}: {failure.message}")
             else:
                 retry.append(entry)

@@ -65,13 +65,27 @@ class QueueInfo:
     fifo: bool
     redrive: RedrivePolicy | None
     dlq_url: str | None
-    # For a queue without a DLQ of its own: the queues whose DLQ it is (reprocessing a DLQ).
+    # For a queue without a DLQ of its own: the queues whose DLQ it is (reprocessing a DLQ),
+    # or, when ListDeadLetterSourceQueues failed, why (then the sources are unknown).
     dead_letter_sources: tuple[str, ...] = ()
+    dead_letter_sources_error: str | None = None
 
     @property
     def name(self) -> str:
         """The queue's name, the last part of its ARN."""
         return self.arn.rsplit(":", 1)[-1]
+
+
+# How SQS refuses a receipt handle that names no message in flight any more (deleted, or its
+# visibility ran out and it went to another consumer): the message is gone for this consumer.
+_RECEIPT_GONE_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidReceiptHandle",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,22 @@ class EntryFailure:
     code: str
     message: str
     sender_fault: bool
+
+    @property
+    def receipt_gone(self) -> bool:
+        """Whether SQS refused the entry's receipt handle: the message is no longer ours.
+
+        Whatever ``SenderFault`` says: SQS sets it, LocalStack does not (it answers a deleted
+        message's handle with ``InvalidParameterValueException``, ``SenderFault=false``).
+        """
+        if self.code in _RECEIPT_GONE_CODES:
+            return True
+        return self.code.startswith("InvalidParameterValue") and "ReceiptHandle" in self.message
+
+    @property
+    def permanent(self) -> bool:
+        """Whether trying the entry again cannot help: the sender's fault, or a gone message."""
+        return self.sender_fault or self.receipt_gone
 
 
 def region_of(settings: Settings) -> str | None:
@@ -252,8 +282,9 @@ async def describe_queue(client: SQSClient, queue: str) -> QueueInfo:
                 "does not exist"
             ) from None
     sources: tuple[str, ...] = ()
+    sources_error = None
     if redrive is None:
-        sources = await _dead_letter_sources(client, url)
+        sources, sources_error = await _dead_letter_sources(client, url)
     return QueueInfo(
         url=url,
         arn=arn,
@@ -263,16 +294,17 @@ async def describe_queue(client: SQSClient, queue: str) -> QueueInfo:
         redrive=redrive,
         dlq_url=dlq_url,
         dead_letter_sources=sources,
+        dead_letter_sources_error=sources_error,
     )
 
 
-async def _dead_letter_sources(client: SQSClient, url: str) -> tuple[str, ...]:
-    """The queues whose DLQ this queue is; none when that cannot be read (no permission)."""
+async def _dead_letter_sources(client: SQSClient, url: str) -> tuple[tuple[str, ...], str | None]:
+    """The queues whose DLQ this queue is, or why that cannot be read (no permission, say)."""
     try:
         response = await client.list_dead_letter_source_queues(QueueUrl=url)
-    except botocore.exceptions.ClientError:
-        return ()
-    return tuple(response.get("queueUrls", []))
+    except botocore.exceptions.ClientError as exc:
+        return (), describe_failure(exc)
+    return tuple(response.get("queueUrls", [])), None
 
 
 class Queue(Protocol):

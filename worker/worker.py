@@ -517,12 +517,21 @@ def check_dead_letter_queue(settings: Settings, info: QueueInfo) -> None:
         )
         return
     if info.redrive is None:
+        if not settings.allow_no_dlq and info.dead_letter_sources_error is not None:
+            raise StartupError(
+                f"queue {info.name} has no RedrivePolicy, and whether it is another queue's DLQ "
+                "could not be checked: ListDeadLetterSourceQueues failed "
+                f"({info.dead_letter_sources_error}); allow sqs:ListDeadLetterSourceQueues to "
+                "reprocess a DLQ, add a DLQ (worker provision) or set WORKER_ALLOW_NO_DLQ=true"
+            )
         if not settings.allow_no_dlq:
             raise StartupError(
                 f"queue {info.name} has no RedrivePolicy, so a poison message would be retried "
                 "until it expires; add a DLQ (worker provision) or set WORKER_ALLOW_NO_DLQ=true"
             )
-        log.warning("worker.no_dlq", queue=info.name)
+        log.warning(
+            "worker.no_dlq", queue=info.name, dlq_check_failed=info.dead_letter_sources_error
+        )
         return
     log.info(
         "worker.dlq",
