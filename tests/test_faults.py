@@ -149,7 +149,11 @@ class TestStartupChecks:
         name = url.rsplit("/", 1)[-1]
         denied = Rule.on(Fault.ACCESS_DENIED, "ListDeadLetterSourceQueues")
         with proxy.inject(denied), pytest.raises(StartupError) as raised:
-            async with running_worker(settings.model_copy(update={"queue_url": url})):
+            async with running_worker(
+                settings.model_copy(
+                    update={"queue_url": url, "handler": "worker.examples.orders:handle"}
+                )
+            ):
                 pass
         assert str(raised.value) == (
             f"queue {name} has no RedrivePolicy, and whether it is another queue's DLQ could "
