@@ -46,4 +46,4 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
 ENTRYPOINT ["worker"]
 CMD ["run"]
 # Smoke check: the package imports in the final image, as the user it runs as.
-RUN ["python3", "-Ic", "import worker, worker.cli; print('worker', worker.__version__)"]
+RUN ["python3", "-Ic", "import worker, worker.ops.cli; print('worker', worker.__version__)"]

@@ -24,14 +24,14 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from worker.config import HandlerType, LogFormat, LogLevel, Settings
-from worker.lambda_env import FunctionIdentity
-from worker.lambda_environments import (
+from worker.lambda_.env import FunctionIdentity
+from worker.lambda_.environments import (
     EnvironmentMetrics,
     EnvironmentPool,
     environment_spec,
 )
-from worker.lambda_event import sqs_event, sqs_record
-from worker.lambda_logs import LineForwarder, OutputFormat
+from worker.lambda_.event import sqs_event, sqs_record
+from worker.lambda_.logs import LineForwarder, OutputFormat
 from worker.logs import configure_logging
 
 

@@ -2,7 +2,7 @@
 
 ``python -m bench.moto_server -p PORT [-H HOST] [--no-patch] [--keep-alive]`` runs moto's
 server after patching ``moto.sqs.models``, in this process only: the local broker's patch
-(``worker.local``) and four of its own that make moto cheaper to run without changing what it
+(``worker.ops.local``) and four of its own that make moto cheaper to run without changing what it
 answers. The worker's consume path never sees this module: it is the benchmark harness's broker.
 
 With ``--keep-alive`` moto's WSGI application (the very one ``moto.server`` serves) runs under
@@ -48,7 +48,7 @@ The patch (``apply()``):
    (receives hand out the oldest first); the list is rebuilt from two slices. The outcome is the
    same: the message and its receipt handles are gone, a handle deleted before is accepted
    again, an unknown one raises ``ReceiptHandleIsInvalid``.
-4. The local broker's own patch (``worker.local.patch_moto``, documented there), which the
+4. The local broker's own patch (``worker.ops.local.patch_moto``, documented there), which the
    worker's embedded broker and the tests run too: receives, deletes and visibility changes one
    at a time per queue, under the queue's lock (stock moto takes none, and its server runs a
    thread per request: the benchmarks, receiving and deleting from several pollers at once, saw
@@ -82,7 +82,7 @@ import threading
 import time
 from typing import Any
 
-from worker.local import patch_moto
+from worker.ops.local import patch_moto
 
 
 def apply() -> None:

@@ -1,7 +1,8 @@
 """The worker's own CPU per message, without a broker: a stand-in SQS client that answers at once.
 
 ``python -m bench.path [--messages N] [--concurrency C] [--rounds R]`` runs the worker in this
-process (:class:`worker.worker.Worker`, a no-op ``message`` handler, INFO logs to /dev/null) on a
+process (:class:`worker.consume.worker.Worker`, a no-op ``message`` handler, INFO logs to
+/dev/null) on a
 client that hands out SNS-envelope messages as fast as they are asked for and accepts every
 delete. What it measures is the worker's path alone — poller, lease, runner, handler call,
 settler, metrics, logs — with no botocore and no network: the part of the CPU per message the
@@ -107,11 +108,11 @@ async def one_round(total: int, concurrency: int) -> tuple[float, int]:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415 -- after --worker-path
 
     from worker.config import Settings  # noqa: PLC0415
+    from worker.consume.sqs import QueueInfo  # noqa: PLC0415
+    from worker.consume.worker import Worker, build_adapter  # noqa: PLC0415
+    from worker.handlers.calls import Caller  # noqa: PLC0415
     from worker.health import Health  # noqa: PLC0415
-    from worker.invoke import Caller  # noqa: PLC0415
     from worker.metrics import Metrics  # noqa: PLC0415
-    from worker.sqs import QueueInfo  # noqa: PLC0415
-    from worker.worker import Worker, build_adapter  # noqa: PLC0415
 
     settings = Settings(
         queue_url="http://localhost/123456789012/bench",

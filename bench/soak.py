@@ -41,7 +41,7 @@ from tests.faults import Fault, FaultProxy, Rule
 from tests.invariant import Ledger, Verdict
 from tests.support import REGION, Queues, make_queues
 from worker.config import Settings
-from worker.sqs import open_sqs
+from worker.consume.sqs import open_sqs
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP = 1000  # messages a worker handles before its "start" memory is taken

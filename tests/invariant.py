@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from tests.support import REGION, Queues
 from worker import Message
 from worker.config import Settings
-from worker.sqs import open_sns, open_sqs
+from worker.consume.sqs import open_sns, open_sqs
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient

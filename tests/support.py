@@ -19,12 +19,12 @@ from prometheus_client import CollectorRegistry
 
 from tests.brokers import free_port, stop, wait_until_answering
 from worker.config import Settings
-from worker.handlers import Handler
-from worker.lease import Lease
-from worker.provision import provision
-from worker.runner import Runner
-from worker.sqs import open_sns, open_sqs
-from worker.worker import Report, Worker, serve
+from worker.consume.lease import Lease
+from worker.consume.runner import Runner
+from worker.consume.sqs import open_sns, open_sqs
+from worker.consume.worker import Report, Worker, serve
+from worker.handlers.adapters import Handler
+from worker.ops.provision import provision
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
@@ -39,12 +39,12 @@ def moto_server_process(
 ) -> Iterator[str]:
     """A moto server in its own process (so that it does not share the tests' GIL); its URL.
 
-    ``atomic``: the worker's local broker (``python -m worker.local``), whose receives and
+    ``atomic``: the worker's local broker (``python -m worker.ops.local``), whose receives and
     deletes run one at a time per queue, so that no message is handed to two pollers at once, as
     SQS guarantees and stock moto does not.
     """
     port = free_port()
-    module = "worker.local" if atomic else "moto.server"
+    module = "worker.ops.local" if atomic else "moto.server"
     server = subprocess.Popen(  # noqa: S603 -- our own interpreter and arguments
         [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
         cwd=ROOT,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from worker.backoff import ExponentialBackoff, QueueTimeout, RetryDelay
+from worker.consume.backoff import ExponentialBackoff, QueueTimeout, RetryDelay
 
 SAMPLES = 2_000
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from worker.capacity import Capacity
+from worker.consume.capacity import Capacity
 
 
 async def run_ready_tasks() -> None:

@@ -16,10 +16,10 @@ import pytest
 import structlog
 
 from tests.support import REGION, ROOT, Queues, drain, run_cli
-from worker import completion
-from worker.cli import _configure_logging, build_parser, main
 from worker.config import LogFormat, Settings, env_name
-from worker.sqs import open_sqs
+from worker.consume.sqs import open_sqs
+from worker.ops import completion
+from worker.ops.cli import _configure_logging, build_parser, main
 
 # Flags whose setting has another name than the flag's destination.
 SETTING_OF = {"raw_delivery": "raw_message_delivery", "dlq": "dlq_name"}

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from worker.cli import EXIT_CONFIGURATION, main
 from worker.config import (
     BackoffMode,
     BatchItemFailures,
@@ -18,6 +17,7 @@ from worker.config import (
     load_settings,
 )
 from worker.errors import ConfigurationError
+from worker.ops.cli import EXIT_CONFIGURATION, main
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders"
 

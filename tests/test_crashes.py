@@ -31,8 +31,8 @@ from tests.invariant import Ledger
 from tests.support import REGION, Queues, depth, eventually, make_queues
 from tests.test_process import ROOT, Process, run_args, worker_env, worker_process
 from worker.config import LogFormat, LogLevel, Settings
+from worker.consume.sqs import open_sqs
 from worker.logs import configure_logging, lines_dropped
-from worker.sqs import open_sqs
 
 pytestmark = pytest.mark.slow
 

@@ -34,13 +34,14 @@ from tests.support import (
     run_cli,
     running_worker,
 )
-from worker import Message, dlq
+from worker import Message
 from worker.config import Settings
-from worker.dlq_cli import ProgressLine, _summary, figures
+from worker.consume.sqs import QueueInfo, open_sqs
 from worker.errors import ConfigurationError
-from worker.filtering import FilterCriteria
-from worker.provision import provision
-from worker.sqs import QueueInfo, open_sqs
+from worker.handlers.filtering import FilterCriteria
+from worker.ops import dlq
+from worker.ops.dlq_cli import ProgressLine, _summary, figures
+from worker.ops.provision import provision
 
 STUBBED = {"aws_access_key_id": "stub", "aws_secret_access_key": "stub"}
 

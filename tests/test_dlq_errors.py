@@ -12,7 +12,7 @@ from aiobotocore.session import get_session
 
 from tests.faults import NO_MOVE_TASKS, without_move_tasks
 from tests.support import REGION, Queues, depth, moto_server_process, run_cli
-from worker import cli, dlq_cli
+from worker.ops import cli, dlq_cli
 
 
 async def worker(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from worker.config import Settings, env_name, load_settings
-from worker.lambda_environments import EnvironmentMetrics
+from worker.lambda_.environments import EnvironmentMetrics
 from worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from worker.config import Settings
+from worker.consume.sqs import aws_session, open_sns, open_sqs
 from worker.endpoint_data import SERVICES, LeanEndpointsFileLoader, lean_loader, read_endpoints
-from worker.sqs import aws_session, open_sns, open_sqs
 
 ENDPOINTS_JSON = Path(botocore.__file__).parent / "data" / "endpoints.json"
 PROPERTIES = settings(

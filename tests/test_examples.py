@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.handlers import load_handler
-from worker.local import DEFAULT_PORT
+from worker.handlers.adapters import load_handler
+from worker.ops.local import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"

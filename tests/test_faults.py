@@ -26,11 +26,11 @@ from tests.invariant import Ledger
 from tests.support import REGION, Queues, depth, eventually, make_queues, running_worker
 from worker import Message
 from worker.config import Settings
+from worker.consume.outcome import FailureReason
+from worker.consume.sqs import open_sns, open_sqs
+from worker.consume.worker import Worker
 from worker.errors import StartupError
-from worker.handlers import Handler
-from worker.outcome import FailureReason
-from worker.sqs import open_sns, open_sqs
-from worker.worker import Worker
+from worker.handlers.adapters import Handler
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from tests.support import REGION, eventually, running_worker
 from tests.test_process import _spawn
 from worker import Message
 from worker.config import HandlerType, Settings
-from worker.provision import Provisioned, provision
-from worker.sqs import open_sns, open_sqs
-from worker.worker import serve
+from worker.consume.sqs import open_sns, open_sqs
+from worker.consume.worker import serve
+from worker.ops.provision import Provisioned, provision
 
 
 async def fifo_queues(endpoint: str, **extra: Any) -> tuple[Settings, Provisioned]:

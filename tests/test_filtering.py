@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from worker.errors import WorkerError
-from worker.filtering import (
+from worker.handlers.filtering import (
     MAX_DEPTH,
     MAX_PATTERN_LENGTH,
     MAX_PATTERNS,

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import REGION, Queues, depth, publish
 from worker.errors import ConfigurationError
-from worker.handlers import load_handler
+from worker.handlers.adapters import load_handler
 
 # The console script, as users run it: unlike `python -m worker`, it does not put the current
 # directory on the import path by itself.

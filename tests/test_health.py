@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from worker import cli
 from worker.errors import StartupError
 from worker.health import Health
 from worker.http import MAX_CONNECTIONS, StatusServer
+from worker.ops import cli
 
 
 class Clock:

@@ -25,8 +25,8 @@ from tests.invariant import Ledger
 from tests.support import REGION, Queues, depth, eventually, running_worker, send
 from worker import Message, NonRetryableError
 from worker.config import Settings
-from worker.filtering import FilterCriteria
-from worker.sqs import open_sns, open_sqs
+from worker.consume.sqs import open_sns, open_sqs
+from worker.handlers.filtering import FilterCriteria
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:orders"
 DEEP = 100_000  # nesting levels: far past Python's recursion limit

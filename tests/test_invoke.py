@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from worker.errors import GeneratorHandlerError, HandlerTimeoutError
-from worker.invoke import Caller, HandlerStillRunning
+from worker.handlers.calls import Caller, HandlerStillRunning
 
 
 def plainly_wrapped(function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:

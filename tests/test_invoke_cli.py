@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import run_cli
-from worker.cli import main
+from worker.ops.cli import main
 from worker.testing import sqs_event
 
 MESSAGE_HANDLERS = """\

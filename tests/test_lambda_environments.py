@@ -33,7 +33,7 @@ from tests.support import (
 )
 from tests.test_lambda_parity import send_batched
 from worker.config import HandlerType
-from worker.outcome import FailureReason
+from worker.consume.outcome import FailureReason
 
 # One line per record handled: "<request id> <message id> <body>".
 RECORDER = """

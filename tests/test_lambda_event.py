@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from worker.errors import InvalidLambdaResponseError
-from worker.lambda_env import FunctionIdentity
-from worker.lambda_event import LambdaContext, failed_message_ids, sqs_event, sqs_record
+from worker.lambda_.env import FunctionIdentity
+from worker.lambda_.event import LambdaContext, failed_message_ids, sqs_event, sqs_record
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:orders"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:orders"

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 from tests.support import Queues, depth, eventually, publish, running_worker, send
-from worker.outcome import FailureReason
+from worker.consume.outcome import FailureReason
 
 
 class Invocations:

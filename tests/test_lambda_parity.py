@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.support import Queues, depth, eventually, running_worker, send
 from worker.config import HandlerType
+from worker.consume.sqs import open_sqs
 from worker.errors import ConfigurationError
-from worker.sqs import open_sqs
 
 
 class Batches:

@@ -12,12 +12,12 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from tests.support import eventually
-from worker import settler as settler_module
-from worker.lease import LeaseKeeper
-from worker.memory_sqs import MemoryQueue
+from worker.consume import settler as settler_module
+from worker.consume.lease import LeaseKeeper
+from worker.consume.memory_sqs import MemoryQueue
+from worker.consume.settler import Settler
+from worker.consume.sqs import EntryFailure
 from worker.metrics import Metrics
-from worker.settler import Settler
-from worker.sqs import EntryFailure
 
 
 class HangingFirstCall(MemoryQueue):

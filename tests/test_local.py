@@ -1,4 +1,4 @@
-"""The local broker (worker/local.py) behaves as SQS does where stock moto does not.
+"""The local broker (worker/ops/local.py) behaves as SQS does where stock moto does not.
 
 These run on the embedded broker itself, in this process, as ``worker demo`` and local runs do.
 """
@@ -16,8 +16,8 @@ import pytest
 from tests.support import REGION, eventually, running_worker
 from tests.test_fifo import Journal, fifo_queues, publish_groups
 from worker.config import Settings
-from worker.local import embedded_broker
-from worker.sqs import open_sqs
+from worker.consume.sqs import open_sqs
+from worker.ops.local import embedded_broker
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""The in-memory queue keeps the SQS semantics the core relies on (worker.memory_sqs)."""
+"""The in-memory queue keeps the SQS semantics the core relies on (worker.consume.memory_sqs)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from worker.memory_sqs import MemoryQueue
-from worker.sqs import Queue
+from worker.consume.memory_sqs import MemoryQueue
+from worker.consume.sqs import Queue
 
 
 def as_queue(queue: MemoryQueue) -> Queue:

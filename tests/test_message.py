@@ -11,7 +11,7 @@ import pytest
 
 from worker.config import EnvelopeMode
 from worker.errors import MalformedMessageError
-from worker.message import Message, MessageAttribute, parse_message
+from worker.handlers.message import Message, MessageAttribute, parse_message
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders"
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:orders"

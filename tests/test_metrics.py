@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from tests.support import Queues, drain, eventually, make_queues, publish, running_worker, send
 from worker import Message, NonRetryableError, __version__
-from worker.sqs import open_sqs
+from worker.consume.sqs import open_sqs
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:

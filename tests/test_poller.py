@@ -14,16 +14,16 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from worker.backoff import ExponentialBackoff
-from worker.capacity import Capacity
-from worker.handlers import Invocation
-from worker.lambda_event import sqs_record
-from worker.lease import Lease, LeaseKeeper
-from worker.memory_sqs import MemoryQueue
+from worker.consume.backoff import ExponentialBackoff
+from worker.consume.capacity import Capacity
+from worker.consume.lease import Lease, LeaseKeeper
+from worker.consume.memory_sqs import MemoryQueue
+from worker.consume.poller import PAYLOAD_LIMIT_BYTES, Poller, record_size
+from worker.consume.runner import Runner
+from worker.consume.settler import Settler
+from worker.handlers.adapters import Invocation
+from worker.lambda_.event import sqs_record
 from worker.metrics import Metrics
-from worker.poller import PAYLOAD_LIMIT_BYTES, Poller, record_size
-from worker.runner import Runner
-from worker.settler import Settler
 
 MIB_BODY = "x" * (1024 * 1024 - 100)  # SQS takes messages of up to 1 MiB
 

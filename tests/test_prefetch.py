@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.capacity import Capacity
-from worker.prefetch import Prefetch
+from worker.consume.capacity import Capacity
+from worker.consume.prefetch import Prefetch
 
 FILL = 0.02  # WORKER_RECEIVE_FILL_SECONDS's default
 

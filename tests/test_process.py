@@ -19,8 +19,8 @@ import pytest
 from tests.handlers import marks
 from tests.support import REGION, Queues, depth, drain, eventually, make_queues, send
 from worker.config import Settings
-from worker.demo import run_demo
-from worker.sqs import open_sqs
+from worker.consume.sqs import open_sqs
+from worker.ops.demo import run_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from worker.config import EnvelopeMode
 from worker.errors import InvalidLambdaResponseError, MalformedMessageError
-from worker.lambda_event import failed_message_ids, sqs_record
-from worker.message import Message, MessageAttribute, parse_message
+from worker.handlers.message import Message, MessageAttribute, parse_message
+from worker.lambda_.event import failed_message_ids, sqs_record
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders"
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:orders"

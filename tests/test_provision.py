@@ -12,8 +12,8 @@ from typing import Any
 
 from tests.support import REGION, Queues, drain, publish
 from worker.config import Settings
-from worker.provision import Provisioned, provision
-from worker.sqs import open_sns, open_sqs
+from worker.consume.sqs import open_sns, open_sqs
+from worker.ops.provision import Provisioned, provision
 
 ONLY_ORDERS = json.dumps({"kind": ["order"]})
 

@@ -27,7 +27,7 @@ from tests.support import (
 )
 from tests.test_fifo import fifo_queues
 from worker.config import HandlerType
-from worker.sqs import open_sns
+from worker.consume.sqs import open_sns
 
 FUNCTIONS = Path(__file__).resolve().parent / "lambda_functions"
 

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from tests.test_poller import settler_of
-from worker.backoff import ExponentialBackoff
-from worker.capacity import Capacity
-from worker.handlers import Invocation
-from worker.lease import Lease, LeaseKeeper
-from worker.memory_sqs import MemoryQueue
+from worker.consume.backoff import ExponentialBackoff
+from worker.consume.capacity import Capacity
+from worker.consume.lease import Lease, LeaseKeeper
+from worker.consume.memory_sqs import MemoryQueue
+from worker.consume.runner import Runner
+from worker.handlers.adapters import Invocation
 from worker.metrics import Metrics
-from worker.runner import Runner
 
 
 async def test_a_handler_budget_ends_where_sqs_stops_holding_its_message() -> None:

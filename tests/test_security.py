@@ -17,9 +17,9 @@ from tests.test_lambda_parity import send_batched
 from worker import Message
 from worker.config import LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError
-from worker.handlers import Handler
+from worker.handlers.adapters import Handler
 from worker.logs import configure_logging
-from worker.provision import topic_only_policy
+from worker.ops.provision import topic_only_policy
 
 BODY_MARKER = "card-4111-1111-1111-1111"
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"  # noqa: S105 -- a made-up key to look for

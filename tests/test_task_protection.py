@@ -23,9 +23,9 @@ from structlog.testing import capture_logs
 from tests.support import Queues, eventually, running_worker, send
 from worker import Message
 from worker.config import TaskProtectionMode
+from worker.consume.lease import Lease
 from worker.errors import ConfigurationError
-from worker.handlers import Invocation
-from worker.lease import Lease
+from worker.handlers.adapters import Invocation
 from worker.metrics import Metrics
 from worker.task_protection import TaskProtection, task_protection
 

@@ -11,9 +11,9 @@ import pytest
 from tests.support import Queues
 from worker import MalformedMessageError, MessageAttribute
 from worker.config import EnvelopeMode
-from worker.lambda_event import sqs_record
-from worker.message import parse_message
-from worker.sqs import open_sqs
+from worker.consume.sqs import open_sqs
+from worker.handlers.message import parse_message
+from worker.lambda_.event import sqs_record
 from worker.testing import QUEUE_ARN, TOPIC_ARN, lambda_context, message, sqs_event, sqs_message
 
 

@@ -24,8 +24,8 @@ from tests.support import (
 )
 from worker import Message, NonRetryableError
 from worker.config import Settings
-from worker.sqs import open_sqs
-from worker.worker import receive_wait_seconds
+from worker.consume.sqs import open_sqs
+from worker.consume.worker import receive_wait_seconds
 
 
 class Recorder:
@@ -417,7 +417,7 @@ class TestIdleExit:
     """``--exit-when-idle`` ends a drain once the queue is quiet."""
 
     async def test_exits_when_idle(self, queues: Queues) -> None:
-        from worker.worker import serve  # noqa: PLC0415
+        from worker.consume.worker import serve  # noqa: PLC0415
 
         recorder = Recorder()
         await send(queues, "a", "b")

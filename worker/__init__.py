@@ -6,7 +6,7 @@ and :class:`NonRetryableError` (raise it to send a message towards the DLQ witho
 
 from worker._version import __version__
 from worker.errors import MalformedMessageError, NonRetryableError, WorkerError
-from worker.message import Message, MessageAttribute, SnsNotification
+from worker.handlers.message import Message, MessageAttribute, SnsNotification
 
 __all__ = [
     "MalformedMessageError",

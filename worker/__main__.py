@@ -1,5 +1,5 @@
 """``python -m worker``: the same command line as ``worker``."""
 
-from worker.cli import main
+from worker.ops.cli import main
 
 raise SystemExit(main())

@@ -285,7 +285,7 @@ class Settings(BaseSettings):
     @classmethod
     def _filter_criteria_parses(cls, value: str | None) -> str | None:
         if value is not None:
-            from worker.filtering import FilterCriteria, FilterError  # noqa: PLC0415
+            from worker.handlers.filtering import FilterCriteria, FilterError  # noqa: PLC0415
 
             try:
                 FilterCriteria.parse(value)

@@ -26,8 +26,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
 from worker._version import __version__
+from worker.consume.outcome import FailureReason
 from worker.logs import lines_dropped
-from worker.outcome import FailureReason
 
 # Handler durations: from a no-op to Lambda's 15 minutes and beyond.
 _DURATION_BUCKETS = (

@@ -29,9 +29,9 @@ from typing import Any
 import structlog
 
 from worker.config import TaskProtectionMode
+from worker.consume.lease import Lease
 from worker.errors import ConfigurationError
-from worker.handlers import Adapter, Invocation
-from worker.lease import Lease
+from worker.handlers.adapters import Adapter, Invocation
 from worker.metrics import Metrics
 
 log = structlog.get_logger("worker.task_protection")

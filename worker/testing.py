@@ -32,10 +32,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.config import EnvelopeMode
-from worker.lambda_event import LambdaContext
-from worker.lambda_event import sqs_event as _event
-from worker.lambda_event import sqs_record as _record
-from worker.message import Message, parse_message
+from worker.handlers.message import Message, parse_message
+from worker.lambda_.event import LambdaContext
+from worker.lambda_.event import sqs_event as _event
+from worker.lambda_.event import sqs_record as _record
 
 __all__ = ["AttributeValue", "lambda_context", "message", "sqs_event", "sqs_message"]
 

@@ -2,7 +2,8 @@
 
 An adapter turns a batch of leased messages into one call of the user's function and one outcome
 per message. The ``message`` adapter calls the function once per message with a
-:class:`~worker.message.Message`; the ``lambda`` adapter calls an unmodified Lambda handler with
+:class:`~worker.handlers.message.Message`; the ``lambda`` adapter calls an unmodified Lambda
+handler with
 the SQS event and a context, and reads its ReportBatchItemFailures response.
 """
 
@@ -19,20 +20,20 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from worker.config import HANDLER_FORMS, BatchItemFailures, EnvelopeMode, split_handler
+from worker.consume.lease import Lease
+from worker.consume.outcome import Failure, FailureReason, Outcome, bounded_stack
 from worker.errors import ConfigurationError, InvalidLambdaResponseError, MalformedMessageError
-from worker.invoke import Call, Caller, is_generator_function
-from worker.lambda_env import FunctionIdentity
-from worker.lambda_event import (
+from worker.handlers.calls import Call, Caller, is_generator_function
+from worker.handlers.message import parse_message
+from worker.lambda_.env import FunctionIdentity
+from worker.lambda_.event import (
     LambdaContext,
     failed_message_ids,
     parse_response,
     sqs_event,
     sqs_record,
 )
-from worker.lambda_invocation import FunctionError, FunctionResponse, Result
-from worker.lease import Lease
-from worker.message import parse_message
-from worker.outcome import Failure, FailureReason, Outcome, bounded_stack
+from worker.lambda_.invocation import FunctionError, FunctionResponse, Result
 
 Handler = Callable[..., Any]
 
@@ -149,7 +150,7 @@ class LambdaInvoker(Protocol):
 class LambdaAdapter:
     """Hands the SQS event Lambda would build to the function; reads its batch response.
 
-    The function runs in execution environments (:mod:`worker.lambda_environments`); the
+    The function runs in execution environments (:mod:`worker.lambda_.environments`); the
     adapter only builds the event and reads what came back by the event source mapping's rules.
     """
 
@@ -199,7 +200,7 @@ class InProcessFunction:
     """A Lambda handler given as a Python function, called in the worker's own process.
 
     For embedding and tests (``serve(handler=...)``) only: there is no process to isolate the
-    function, so it is called through the worker's :class:`~worker.invoke.Caller` like a
+    function, so it is called through the worker's :class:`~worker.handlers.calls.Caller` like a
     message handler, concurrently with itself. Its response is serialised as Lambda's runtime
     serialises it, so the same responses fail here as there. ``WORKER_HANDLER`` always runs in
     execution environments.

@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from worker.lease import Lease
+from worker.consume.lease import Lease
+from worker.consume.sqs import MAX_BATCH, EntryFailure, Queue, describe_failure
 from worker.metrics import Metrics
-from worker.sqs import MAX_BATCH, EntryFailure, Queue, describe_failure
 
-log = structlog.get_logger("worker.settler")
+log = structlog.get_logger("worker.consume.settler")
 
 # How long a visibility change waits for an extension of the same messages still in flight.
 _EXTENSION_WAIT_SECONDS = 5.0

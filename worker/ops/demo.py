@@ -7,7 +7,7 @@ runs the worker with the example handler until the queue is idle, and shows what
 each event. Then the DLQ's two ways back: once the outage is over, a redrive of the orders it
 failed, and a separate reprocessing function run over what is left; and the first run's metrics.
 It exits 1 if anything did not happen as it should. The broker is the embedded local one (moto,
-:mod:`worker.local`) unless ``WORKER_ENDPOINT_URL`` names another; the summary says which it ran
+:mod:`worker.ops.local`) unless ``WORKER_ENDPOINT_URL`` names another; the summary says which it ran
 on.
 """
 
@@ -23,15 +23,15 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry, generate_latest
 
 from worker.config import EnvelopeMode, Settings
-from worker.dlq import RedrivePlan, run_redrive, stats
+from worker.consume.sqs import open_sqs
+from worker.consume.worker import Report, serve
 from worker.examples.orders import handle, reprocess
-from worker.filtering import FilterCriteria
-from worker.local import embedded_broker
-from worker.message import Message, parse_message
-from worker.provision import Provisioned, provision
-from worker.publish import Event, publish
-from worker.sqs import open_sqs
-from worker.worker import Report, serve
+from worker.handlers.filtering import FilterCriteria
+from worker.handlers.message import Message, parse_message
+from worker.ops.dlq import RedrivePlan, run_redrive, stats
+from worker.ops.local import embedded_broker
+from worker.ops.provision import Provisioned, provision
+from worker.ops.publish import Event, publish
 
 VISIBILITY_SECONDS = 4
 MAX_RECEIVES = 3

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.lambda_invocation import (
+from worker.lambda_.invocation import (
     FunctionError,
     FunctionResponse,
     InvocationRequest,

@@ -2,7 +2,8 @@
 
 ``worker demo`` and ``worker local`` start it in-process (:func:`embedded_broker`, a moto server
 on loopback in a daemon thread, so that it ends with the process even if the process is
-killed). ``python -m worker.local [-H HOST] [-p PORT]`` runs it as a server of its own; the tests
+killed). ``python -m worker.ops.local [-H HOST] [-p PORT]`` runs it as a server of its own; the
+tests
 use that one where they count deliveries exactly. It needs the ``local`` extra
 (``pip install 'sqs-event-worker[local]'``).
 

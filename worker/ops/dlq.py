@@ -23,11 +23,7 @@ import botocore.exceptions
 import structlog
 
 from worker.config import EnvelopeMode, Settings
-from worker.errors import ConfigurationError, MalformedMessageError, StartupError
-from worker.fingerprint import fingerprint
-from worker.lambda_event import sqs_record
-from worker.message import parse_message
-from worker.sqs import (
+from worker.consume.sqs import (
     MAX_BATCH,
     QueueInfo,
     describe_failure,
@@ -36,14 +32,18 @@ from worker.sqs import (
     open_sqs,
     queue_url_for,
 )
+from worker.errors import ConfigurationError, MalformedMessageError, StartupError
+from worker.handlers.message import parse_message
+from worker.lambda_.event import sqs_record
+from worker.ops.fingerprint import fingerprint
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
-    from worker.filtering import FilterCriteria
+    from worker.handlers.filtering import FilterCriteria
 
-log = structlog.get_logger("worker.dlq")
+log = structlog.get_logger("worker.ops.dlq")
 
 _DEPTH_ATTRIBUTES = {
     "ApproximateNumberOfMessages": "visible",

@@ -21,13 +21,13 @@ from typing import Any, TextIO
 import botocore.exceptions
 import structlog
 
-from worker import dlq
-from worker.cli_help import command, option
 from worker.config import Settings
+from worker.consume.sqs import describe_failure, error_code
 from worker.errors import ConfigurationError, StartupError
-from worker.sqs import describe_failure, error_code
+from worker.ops import dlq
+from worker.ops.cli_help import command, option
 
-log = structlog.get_logger("worker.dlq")
+log = structlog.get_logger("worker.ops.dlq")
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 _PROGRESS_LOG_SECONDS = 5.0
@@ -305,7 +305,7 @@ def _plan(args: argparse.Namespace) -> dlq.RedrivePlan:
     problems = []
     criteria = None
     if args.filter:
-        from worker.filtering import FilterCriteria, FilterError  # noqa: PLC0415
+        from worker.handlers.filtering import FilterCriteria, FilterError  # noqa: PLC0415
 
         try:
             criteria = FilterCriteria.from_pattern(args.filter)
@@ -402,7 +402,7 @@ def _native_summary(result: dlq.RedriveResult) -> str:
 
 
 async def _moves(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
-    from worker.sqs import open_sqs  # noqa: PLC0415
+    from worker.consume.sqs import open_sqs  # noqa: PLC0415
 
     async with open_sqs(settings) as client:
         pair = await dlq.find_pair(client, settings)

@@ -3,7 +3,8 @@
 A slot freed by a finishing handler would stay idle for a whole receive round trip if pollers
 asked only for free slots: with 50 ms handlers and a 20 ms receive, that is more than a quarter
 of the pool's time. So the pollers may hold a few messages more than there are slots, received
-while the handlers finish, which start the moment a slot frees (:class:`worker.runner.Runner`
+while the handlers finish, which start the moment a slot frees
+(:class:`worker.consume.runner.Runner`
 keeps them in order until then; their visibility is kept like any other message's).
 
 How many is measured, not configured. Each completion costs its slot one receive cycle (the
@@ -25,8 +26,8 @@ import math
 import time
 from collections.abc import Callable
 
-from worker.capacity import Capacity
-from worker.sqs import MAX_BATCH
+from worker.consume.capacity import Capacity
+from worker.consume.sqs import MAX_BATCH
 
 # Time constant of the completion rate's moving average, seconds: long enough to smooth the
 # bursts of a pool whose messages arrive ten at a time, short enough to follow a change of load.

@@ -3,7 +3,8 @@
 Every received message is leased at once, filtered (``WORKER_FILTER_CRITERIA``: what matches no
 pattern is deleted unhandled, as on Lambda), grouped into handler calls and started, at most
 ``WORKER_CONCURRENCY`` at a time. The pollers ask for no more messages than there are free
-slots plus the few received ahead (:mod:`worker.prefetch`); those wait here, in the order they
+slots plus the few received ahead (:mod:`worker.consume.prefetch`); those wait here, in the order
+they
 came, and start the moment a handler finishes. Each outcome goes to the settler: success is
 deleted, failure waits out the retry backoff, a non-retryable failure is released at once
 (where the queue has a DLQ to move it to).
@@ -25,23 +26,23 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
 
-from worker.backoff import RetryDelay
-from worker.capacity import Capacity
+from worker.consume.backoff import RetryDelay
+from worker.consume.capacity import Capacity
+from worker.consume.lease import Lease, LeaseKeeper
+from worker.consume.outcome import HELD_FOR_ORDER, Failure, FailureReason, Outcome, Released
+from worker.consume.prefetch import Prefetch
+from worker.consume.settler import Settler
+from worker.consume.sqs import MAX_BATCH
 from worker.errors import MalformedMessageError
-from worker.filtering import FilterCriteria
-from worker.handlers import Adapter, Invocation
-from worker.invoke import HandlerStillRunning
-from worker.lease import Lease, LeaseKeeper
+from worker.handlers.adapters import Adapter, Invocation
+from worker.handlers.calls import HandlerStillRunning
+from worker.handlers.filtering import FilterCriteria
 from worker.metrics import Metrics
-from worker.outcome import HELD_FOR_ORDER, Failure, FailureReason, Outcome, Released
-from worker.prefetch import Prefetch
-from worker.settler import Settler
-from worker.sqs import MAX_BATCH
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
-log = structlog.get_logger("worker.runner")
+log = structlog.get_logger("worker.consume.runner")
 
 # How long cancelled handler calls get to unwind at shutdown, past their own cancel grace.
 _UNWIND_SECONDS = 2.0
@@ -93,7 +94,7 @@ class Runner:
         self._run_unit: Callable[[list[Lease]], Coroutine[Any, Any, None]] = (
             self._run_chain if self._chains else self._run
         )
-        # Units in hand that wait for a handler slot (received ahead: see worker.prefetch).
+        # Units in hand that wait for a handler slot (received ahead: see worker.consume.prefetch).
         self._waiting: deque[list[Lease]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -238,7 +239,8 @@ class Runner:
         for task in pending:
             task.cancel()
         if pending:
-            # A cancelled call gives its handler a moment to stop (worker.invoke) and returns;
+            # A cancelled call gives its handler a moment to stop (worker.handlers.calls) and
+            # returns;
             # bounded here as well, so that no handler can hold the stop.
             await asyncio.wait(pending, timeout=_UNWIND_SECONDS)
         return len(pending)

@@ -4,7 +4,7 @@ Trying a handler should not take a topic, a queue and a DLQ. A ``message`` handl
 this process as the worker calls it (a plain function in a thread, under
 ``WORKER_MAX_PROCESSING_SECONDS``), with the :class:`~worker.Message` the worker would build. A
 ``lambda`` handler runs the way the worker runs it, in one execution environment
-(:mod:`worker.lambda_environments`): the same runtime client, event, context, variables and
+(:mod:`worker.lambda_.environments`): the same runtime client, event, context, variables and
 error documents, so that a function that works here works under ``worker run``.
 
 The response, or the error as Lambda's error document, is printed on stdout; what the handler
@@ -28,15 +28,16 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
-from worker import invoke, testing
-from worker.cli_help import command, option
+from worker import testing
 from worker.config import HandlerType, Settings
+from worker.consume.outcome import Failure
+from worker.consume.sqs import region_of
 from worker.errors import ConfigurationError, HandlerExitError, StartupError
-from worker.invoke import Caller
-from worker.lambda_env import FunctionIdentity, container_memory_mb
-from worker.lambda_invocation import FunctionError, FunctionResponse, Result
-from worker.outcome import Failure
-from worker.sqs import region_of
+from worker.handlers import calls as invoke
+from worker.handlers.calls import Caller
+from worker.lambda_.env import FunctionIdentity, container_memory_mb
+from worker.lambda_.invocation import FunctionError, FunctionResponse, Result
+from worker.ops.cli_help import command, option
 
 # Lambda's limit on a function's initialisation, as at the worker's start-up.
 _INIT_SECONDS = 10.0
@@ -135,7 +136,7 @@ def _error_document(exc: BaseException) -> dict[str, Any]:
 
 async def invoke_message_handler(settings: Settings, body: str, *, sns: bool) -> Invoked:
     """Call the ``message`` handler on ``body`` as the worker would, in this process."""
-    from worker.worker import message_handler  # noqa: PLC0415 -- keeps `worker --help` light
+    from worker.consume.worker import message_handler  # noqa: PLC0415 -- keeps `worker --help` light
 
     function = message_handler(settings)
     message = testing.message(body, sns=sns, queue_url=settings.queue_url or testing.QUEUE_URL)
@@ -182,12 +183,12 @@ def _event(settings: Settings, text: str, args: argparse.Namespace) -> bytes:
 
 async def invoke_lambda_handler(settings: Settings, event: bytes) -> Invoked:
     """Invoke the function once in an execution environment, as ``worker run`` does."""
-    from worker.lambda_environments import (  # noqa: PLC0415 -- lambda handlers only
+    from worker.lambda_.environments import (  # noqa: PLC0415 -- lambda handlers only
         EnvironmentMetrics,
         EnvironmentPool,
         environment_spec,
     )
-    from worker.lambda_logs import LineForwarder  # noqa: PLC0415
+    from worker.lambda_.logs import LineForwarder  # noqa: PLC0415
 
     if settings.handler_path is not None and not settings.handler_path.is_dir():
         raise ConfigurationError([f"WORKER_HANDLER_PATH={settings.handler_path}: not a directory"])

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from worker.config import SQS_MAX_VISIBILITY_SECONDS
+from worker.consume.sqs import MAX_BATCH, EntryFailure, Queue, describe_failure
 from worker.metrics import Metrics
-from worker.sqs import MAX_BATCH, EntryFailure, Queue, describe_failure
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
-log = structlog.get_logger("worker.lease")
+log = structlog.get_logger("worker.consume.lease")
 
 # SQS counts the 12 hours from the receive; stay clear of the edge by a minute.
 _HARD_LIMIT_SECONDS = SQS_MAX_VISIBILITY_SECONDS - 60

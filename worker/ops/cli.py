@@ -24,16 +24,16 @@ from typing import Any
 
 import structlog
 
-from worker import completion, dlq_cli, invoke_cli
 from worker._version import __version__
-from worker.cli_help import HelpFormatter, command, option, setting
 from worker.config import HandlerType, LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError, StartupError
-from worker.local import DEFAULT_PORT
 from worker.logs import configure_logging
-from worker.publish import Event, parse_attribute, read_lines
+from worker.ops import completion, dlq_cli, invoke_cli
+from worker.ops.cli_help import HelpFormatter, command, option, setting
+from worker.ops.local import DEFAULT_PORT
+from worker.ops.publish import Event, parse_attribute, read_lines
 
-log = structlog.get_logger("worker.cli")
+log = structlog.get_logger("worker.ops.cli")
 
 EXIT_FAILED = 1
 EXIT_CONFIGURATION = 2
@@ -501,7 +501,7 @@ class _Signals:
 
 
 async def _run(settings: Settings, _: argparse.Namespace) -> int:
-    from worker.worker import EXIT_SECONDS, serve  # noqa: PLC0415 -- keeps `worker --help` light
+    from worker.consume.worker import EXIT_SECONDS, serve  # noqa: PLC0415 -- keeps `worker --help` light
 
     signals = _Signals()
     signals.install(asyncio.get_running_loop())
@@ -524,7 +524,7 @@ async def _run(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _provision(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.provision import provision  # noqa: PLC0415
+    from worker.ops.provision import provision  # noqa: PLC0415
 
     result = await provision(settings, dry_run=args.dry_run)
     if args.json:
@@ -567,7 +567,7 @@ def _events(args: argparse.Namespace) -> list[Event]:
 
 
 async def _publish(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.publish import publish  # noqa: PLC0415
+    from worker.ops.publish import publish  # noqa: PLC0415
 
     ids = await publish(settings, args.events)
     if args.json:
@@ -579,7 +579,7 @@ async def _publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _demo(settings: Settings, _: argparse.Namespace) -> int:
-    from worker.demo import run_demo  # noqa: PLC0415
+    from worker.ops.demo import run_demo  # noqa: PLC0415
 
     return await run_demo(settings, sys.stdout)
 
@@ -611,7 +611,7 @@ async def _until_signalled() -> str:
 
 
 async def _local(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.local import embedded_broker, shell_environment  # noqa: PLC0415
+    from worker.ops.local import embedded_broker, shell_environment  # noqa: PLC0415
 
     with embedded_broker(args.host, args.port) as endpoint:
         variables = shell_environment(endpoint, settings.region)

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from worker.consume.sqs import Queue, describe_failure
 from worker.metrics import Metrics
-from worker.sqs import Queue, describe_failure
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.literals import QueueAttributeNameType
 
-log = structlog.get_logger("worker.depth")
+log = structlog.get_logger("worker.consume.depth")
 
 _ATTRIBUTES: dict[QueueAttributeNameType, str] = {
     "ApproximateNumberOfMessages": "visible",

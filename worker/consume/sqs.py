@@ -310,7 +310,8 @@ async def _dead_letter_sources(client: SQSClient, url: str) -> tuple[tuple[str, 
 class Queue(Protocol):
     """The calls the consume path makes on its queue: the seam between the core and SQS.
 
-    :class:`SqsQueue` makes them over the wire; :class:`worker.memory_sqs.MemoryQueue` in memory,
+    :class:`SqsQueue` makes them over the wire; :class:`worker.consume.memory_sqs.MemoryQueue` in
+    memory,
     for tests of the core's logic.
     """
 

@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING
 import botocore.exceptions
 
 from worker.config import Settings
+from worker.consume.sqs import (
+    DEFAULT_VISIBILITY_SECONDS,
+    describe_failure,
+    error_code,
+    open_sns,
+    open_sqs,
+)
 from worker.errors import ConfigurationError, StartupError
-from worker.sqs import DEFAULT_VISIBILITY_SECONDS, describe_failure, error_code, open_sns, open_sqs
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.cli_help import command
+from worker.ops.cli_help import command
 
 SHELLS = ("bash", "zsh")
 _FILES = "__files__"

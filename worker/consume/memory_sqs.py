@@ -1,7 +1,8 @@
 """An in-memory SQS queue with the interface the consume path uses: for tests of pure logic.
 
 The worker's core (pollers, runner, lease keeper, settler, depth) talks to its queue only through
-:class:`~worker.sqs.Queue`. This implements that protocol in memory, with the SQS semantics the
+:class:`~worker.consume.sqs.Queue`. This implements that protocol in memory, with the SQS semantics
+the
 core depends on: a received message is invisible for the visibility timeout and then visible
 again with its receive count raised; a receipt handle is valid for one receive; a visibility
 change or delete with a stale handle is refused per entry; a long poll returns as soon as a
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from worker.sqs import EntryFailure
+from worker.consume.sqs import EntryFailure
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.literals import QueueAttributeNameType

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from worker.config import Settings
+from worker.consume.sqs import MAX_BATCH, describe_failure, open_sns
 from worker.errors import ConfigurationError, StartupError
-from worker.sqs import MAX_BATCH, describe_failure, open_sns
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient

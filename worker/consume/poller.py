@@ -3,9 +3,10 @@
 Several pollers run at once so that one slow receive does not leave the pool idle. Each takes
 free slots first, then asks SQS for at most that many messages (or batches); the slots include a
 few beyond the concurrency limit, sized from the measured receive round trip and completion rate
-(:mod:`worker.prefetch`), so that a slot freed by a finishing handler finds a message waiting.
+(:mod:`worker.consume.prefetch`), so that a slot freed by a finishing handler finds a message
+waiting.
 While handlers are finishing a poller waits up to ``WORKER_RECEIVE_FILL_SECONDS`` for enough
-slots to ask for ten (see :mod:`worker.capacity`). Errors talking to SQS never end a
+slots to ask for ten (see :mod:`worker.consume.capacity`). Errors talking to SQS never end a
 poller: it backs off with jitter and tries again.
 
 With a batching window (``WORKER_MAX_BATCHING_WINDOW``, Lambda handlers), a poller takes one slot
@@ -31,16 +32,16 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from worker.capacity import Capacity
-from worker.lease import Lease
-from worker.prefetch import Prefetch
-from worker.runner import Runner
-from worker.sqs import MAX_BATCH, Queue, describe_failure, error_code
+from worker.consume.capacity import Capacity
+from worker.consume.lease import Lease
+from worker.consume.prefetch import Prefetch
+from worker.consume.runner import Runner
+from worker.consume.sqs import MAX_BATCH, Queue, describe_failure, error_code
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
-log = structlog.get_logger("worker.poller")
+log = structlog.get_logger("worker.consume.poller")
 
 _BACKOFF_BASE_SECONDS = 0.5
 _BACKOFF_CAP_SECONDS = 20.0

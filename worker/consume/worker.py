@@ -29,37 +29,16 @@ from typing import TYPE_CHECKING
 import structlog
 from prometheus_client import CollectorRegistry
 
-from worker.backoff import ExponentialBackoff, QueueTimeout, RetryDelay
-from worker.capacity import Capacity
 from worker.config import HANDLER_FORMS, BackoffMode, HandlerType, Settings
-from worker.depth import QueueDepth
-from worker.errors import ConfigurationError, StartupError
-from worker.filtering import FilterCriteria
-from worker.handlers import (
-    Adapter,
-    Handler,
-    InProcessFunction,
-    LambdaAdapter,
-    LambdaInvoker,
-    MessageAdapter,
-    load_handler,
-)
-from worker.health import Health, heartbeat
-from worker.http import StatusServer
-from worker.invoke import Caller
-from worker.lambda_env import (
-    FunctionIdentity,
-    apply_environment,
-    container_memory_mb,
-    lambda_environment,
-)
-from worker.lease import Lease, LeaseKeeper
-from worker.metrics import Metrics
-from worker.poller import Poller
-from worker.prefetch import Prefetch
-from worker.runner import Runner
-from worker.settler import Settler
-from worker.sqs import (
+from worker.consume.backoff import ExponentialBackoff, QueueTimeout, RetryDelay
+from worker.consume.capacity import Capacity
+from worker.consume.depth import QueueDepth
+from worker.consume.lease import Lease, LeaseKeeper
+from worker.consume.poller import Poller
+from worker.consume.prefetch import Prefetch
+from worker.consume.runner import Runner
+from worker.consume.settler import Settler
+from worker.consume.sqs import (
     DEFAULT_VISIBILITY_SECONDS,
     MAX_BATCH,
     QueueInfo,
@@ -68,6 +47,27 @@ from worker.sqs import (
     describe_queue,
     open_sqs,
 )
+from worker.errors import ConfigurationError, StartupError
+from worker.handlers.adapters import (
+    Adapter,
+    Handler,
+    InProcessFunction,
+    LambdaAdapter,
+    LambdaInvoker,
+    MessageAdapter,
+    load_handler,
+)
+from worker.handlers.calls import Caller
+from worker.handlers.filtering import FilterCriteria
+from worker.health import Health, heartbeat
+from worker.http import StatusServer
+from worker.lambda_.env import (
+    FunctionIdentity,
+    apply_environment,
+    container_memory_mb,
+    lambda_environment,
+)
+from worker.metrics import Metrics
 from worker.task_protection import task_protection
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ log = structlog.get_logger("worker")
 # Once handlers are done and long polls have had their WaitTimeSeconds: time still given to a
 # poll to bring its messages back, then the deadline of every last call to SQS. What is not sent
 # by then comes back by its visibility timeout (a duplicate, never a loss). With the process's
-# own exit (worker.cli), a stop takes at most max(shutdown timeout, wait time) + 5 s.
+# own exit (worker.ops.cli), a stop takes at most max(shutdown timeout, wait time) + 5 s.
 _POLL_GRACE_SECONDS = 2.0
 FINAL_CALLS_SECONDS = 4.0
 EXIT_SECONDS = 1.0
@@ -152,7 +152,8 @@ class Worker:
         if self.protection is not None:
             adapter = self.protection.around(adapter)
         self.capacity = Capacity(settings.concurrency)
-        # Receive-ahead (worker.prefetch) where a slot runs one message of a standard queue; a
+        # Receive-ahead (worker.consume.prefetch) where a slot runs one message of a standard
+        # queue; a
         # Lambda batch or a FIFO group already gathers several messages under one slot.
         self.prefetch = Prefetch(
             self.capacity,
@@ -244,7 +245,7 @@ class Worker:
 
     @property
     def stop_seconds(self) -> float:
-        """The longest a stop takes, from :meth:`stop` to the end of the process (worker.cli).
+        """The longest a stop takes, from :meth:`stop` to the end of the process (worker.ops.cli).
 
         Handlers get the shutdown timeout, open long polls their wait time, then the last calls
         to SQS and the process's own exit share what is left.
@@ -479,7 +480,7 @@ async def lambda_environments(
     if settings.handler_type is not HandlerType.LAMBDA or settings.handler is None:
         yield None
         return
-    from worker.lambda_environments import (  # noqa: PLC0415 -- lambda handlers only
+    from worker.lambda_.environments import (  # noqa: PLC0415 -- lambda handlers only
         EnvironmentMetrics,
         EnvironmentPool,
         environment_spec,

@@ -7,14 +7,14 @@ Lambda counts on that, so the worker does the same:
 
 - an environment is a process running the function under a runtime interface client (AWS's
   ``awslambdaric`` for Python; any executable ``bootstrap`` for ``provided``, Lambda's OS-only
-  runtime) against its own :class:`~worker.lambda_runtime_api.RuntimeApi` on loopback;
+  runtime) against its own :class:`~worker.lambda_.runtime_api.RuntimeApi` on loopback;
 - environments start on demand, up to one per handler slot (``WORKER_CONCURRENCY``), and stay
   warm until the worker stops; an idle one takes the next batch;
 - at the deadline an environment is killed and replaced, its batch failed as a timeout; one that
   exits or is killed mid-invocation (``os._exit``, a segmentation fault, the kernel's OOM killer)
   fails its batch with ``Runtime.ExitError`` and is replaced; the worker goes on;
 - each line an environment writes reaches the worker's standard output with the request id of
-  the invocation it belongs to (:mod:`worker.lambda_logs`), framed by START, END and REPORT.
+  the invocation it belongs to (:mod:`worker.lambda_.logs`), framed by START, END and REPORT.
 
 Environments die with the worker: the kernel kills each one when the worker's process ends
 (``PR_SET_PDEATHSIG`` on Linux), SIGKILL included, and each runs in its own process group so
@@ -42,10 +42,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker.config import LambdaRuntime, Settings
 from worker.errors import ConfigurationError
-from worker.lambda_env import FunctionIdentity, lambda_environment
-from worker.lambda_invocation import FunctionError, FunctionResponse, InvocationRequest, Result
-from worker.lambda_logs import LineForwarder, OutputFormat
-from worker.lambda_runtime_api import RuntimeApi
+from worker.lambda_.env import FunctionIdentity, lambda_environment
+from worker.lambda_.invocation import FunctionError, FunctionResponse, InvocationRequest, Result
+from worker.lambda_.logs import LineForwarder, OutputFormat
+from worker.lambda_.runtime_api import RuntimeApi
 
 if TYPE_CHECKING:
     from asyncio.subprocess import Process

@@ -2,7 +2,7 @@
 
 Functions and their libraries look at ``AWS_LAMBDA_FUNCTION_NAME`` and friends (loggers name the
 service with it, metrics libraries tag with it), often when they are imported. Execution
-environments (:mod:`worker.lambda_environments`) start with these variables set; a Python
+environments (:mod:`worker.lambda_.environments`) start with these variables set; a Python
 function called in the worker's own process (the embedding seam) gets them in the worker's
 environment, where not already set, before it is called.
 """

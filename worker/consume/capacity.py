@@ -1,7 +1,8 @@
 """Free slots for messages in hand, which pollers take before they ask SQS for messages.
 
 A poller asks for no more messages than it holds slots for. There are as many slots as handler
-calls may run at once, plus the few that :mod:`worker.prefetch` adds so that a finishing handler
+calls may run at once, plus the few that :mod:`worker.consume.prefetch` adds so that a finishing
+handler
 finds its next message already received (``extend``); nothing else waits in a local buffer while
 its visibility clock runs. A slot comes back when the handler that used it has really stopped
 running (an abandoned, timed-out thread keeps its slot).
@@ -108,7 +109,7 @@ class Capacity:
             self._filling = None
 
     def extend(self, extra: int) -> None:
-        """Set how many slots there are beyond the base limit (see :mod:`worker.prefetch`).
+        """Set how many slots there are beyond the base limit (see :mod:`worker.consume.prefetch`).
 
         Raising it frees slots at once. Lowering it takes back free slots, unless the head of the
         line is collecting them (it was promised at least one); what cannot be taken back now is

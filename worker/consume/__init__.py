@@ -1,0 +1,1 @@
+"""The consume path: receive → run → extend → settle, and the queue it talks to."""

@@ -1,0 +1,1 @@
+"""Handler adapters: how the user's function is found and called, per handler type."""

@@ -1,0 +1,1 @@
+"""Lambda's execution model: execution environments behind the Lambda Runtime API."""
