@@ -7,8 +7,18 @@ import threading
 from collections import Counter
 from typing import Any
 
-from tests.support import Queues, depth, eventually, publish, running_worker, send
+import pytest
+
+from tests.support import Queues, depth, eventually, make_queues, publish, running_worker, send
 from worker.consume.outcome import FailureReason
+
+
+@pytest.fixture
+async def queues(atomic_moto_endpoint: str) -> Queues:
+    """This module's queues are on a broker whose receives are atomic, as SQS's are: Lambda
+    settings run ten pollers, and the tests count deliveries exactly (stock moto may hand one
+    message to two of them)."""
+    return await make_queues(atomic_moto_endpoint)
 
 
 class Invocations:

@@ -13,10 +13,18 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support import Queues, depth, eventually, running_worker, send
+from tests.support import Queues, depth, eventually, make_queues, running_worker, send
 from worker.config import HandlerType
 from worker.consume.sqs import open_sqs
 from worker.errors import ConfigurationError
+
+
+@pytest.fixture
+async def queues(atomic_moto_endpoint: str) -> Queues:
+    """This module's queues are on a broker whose receives are atomic, as SQS's are: Lambda
+    settings run ten pollers, and the tests count deliveries exactly (stock moto may hand one
+    message to two of them)."""
+    return await make_queues(atomic_moto_endpoint)
 
 
 class Batches:
