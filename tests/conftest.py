@@ -39,12 +39,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ``-m "not slow"`` is the logic); check ``broker_flaw`` marks."""
     del config
     for item in items:
-        if "broker" in getattr(item, "fixturenames", ()):
+        uses_broker = "broker" in getattr(item, "fixturenames", ())
+        if uses_broker:
             item.add_marker(pytest.mark.broker)
             item.add_marker(pytest.mark.slow)
         for mark in item.iter_markers("broker_flaw"):
             if len(mark.args) != 1 or not isinstance(mark.args[0], Flaw):
                 raise pytest.UsageError(f"{item.nodeid}: broker_flaw takes one tests.brokers.Flaw")
+            if not uses_broker:  # it would skip nothing
+                raise pytest.UsageError(f"{item.nodeid}: broker_flaw on a test without the broker")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -55,7 +58,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("broker_flaw"):
         flaw: Flaw = mark.args[0]
         if flaw.broker is name:
-            pytest.skip(f"{flaw}")
+            pytest.skip(str(flaw))
 
 
 @pytest.fixture(scope="session")
