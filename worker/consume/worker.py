@@ -554,11 +554,6 @@ async def connect(settings: Settings, client: SQSClient) -> QueueInfo:
         raise StartupError(f"cannot read queue {settings.queue}: {describe_failure(exc)}") from None
 
 
-@contextlib.asynccontextmanager
-async def _none() -> AsyncIterator[None]:
-    yield None
-
-
 def _queue_label(settings: Settings) -> str:
     return (settings.queue or "").rstrip("/").rsplit("/", 1)[-1]
 
@@ -613,7 +608,9 @@ async def _consume(  # noqa: PLR0917 -- private; serve's pieces, passed on
         check_dead_letter_queue(settings, info)
         check_queue_kind(settings, info)
         environments = await stack.enter_async_context(
-            lambda_environments(settings, info, metrics) if handler is None else _none()
+            lambda_environments(settings, info, metrics)
+            if handler is None
+            else contextlib.nullcontext()
         )
         adapter = build_adapter(settings, info, caller, handler, environments)
         worker = Worker(
