@@ -1,4 +1,8 @@
-"""The README and the shipped configuration stay true to the code."""
+"""The docs and the shipped configuration stay true to the code, and to each other.
+
+The docs are ``README.md`` (the front page) and the pages of ``docs/``: every example they show
+is a file of ``docs/examples/`` as it is.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +17,35 @@ from worker.lambda_.environments import EnvironmentMetrics
 from worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+CONFIGURATION = (DOCS / "configuration.md").read_text(encoding="utf-8")
+OBSERVABILITY = (DOCS / "observability.md").read_text(encoding="utf-8")
+
+EXAMPLE_MARK = re.compile(r"^<!-- (docs/examples/\S+) -->$")
 
 
-class TestReadme:
-    """Every setting is in the configuration table, and nothing else is."""
+def _page(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _name(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+class TestConfigurationTable:
+    """Every setting is in the configuration table of docs/configuration.md, and nothing else is."""
 
     def test_every_setting_is_documented(self) -> None:
-        documented = set(re.findall(r"^\| `(WORKER_[A-Z_]+)` \|", README, flags=re.MULTILINE))
+        documented = set(
+            re.findall(r"^\| `(WORKER_[A-Z_]+)` \|", CONFIGURATION, flags=re.MULTILINE)
+        )
         assert documented == {env_name(name) for name in Settings.model_fields}
 
     def test_documented_defaults_match(self) -> None:
-        rows = dict(re.findall(r"^\| `(WORKER_[A-Z_]+)` \| `([^`]+)` \|", README, re.MULTILINE))
+        rows = dict(
+            re.findall(r"^\| `(WORKER_[A-Z_]+)` \| `([^`]+)` \|", CONFIGURATION, re.MULTILINE)
+        )
         for name, field in Settings.model_fields.items():
             shown = rows.get(env_name(name))
             if shown is None or field.default is None:  # a default described in words
@@ -38,22 +59,49 @@ class TestReadme:
             assert shown == str(value), name
 
 
-class TestExamples:
-    """The README shows each file of docs/examples/ as it is, where tests build or run it."""
+def _fenced_blocks(path: Path) -> list[tuple[int, str, str, str]]:
+    """Each fenced block of a page: its line number, language, the line before it and its text."""
+    lines = _page(path).splitlines()
+    blocks = []
+    start: int | None = None
+    for number, line in enumerate(lines):
+        if not line.startswith("```"):
+            continue
+        if start is None:
+            start = number
+        else:
+            before = lines[start - 1] if start else ""
+            text = "".join(f"{body}\n" for body in lines[start + 1 : number])
+            blocks.append((start + 1, lines[start][3:].strip(), before, text))
+            start = None
+    assert start is None, f"{_name(path)}:{start}: a fenced block is not closed"
+    return blocks
 
-    SHOWN = re.findall(
-        r"^<!-- (docs/examples/\S+) -->\n```\w*\n(.*?)^```$", README, re.MULTILINE | re.DOTALL
-    )
+
+def _shown_examples() -> list[tuple[Path, str, str]]:
+    """Each marked block of the docs: its page, the example file it names, and its text."""
+    shown = []
+    for page in PAGES:
+        for _, _, before, text in _fenced_blocks(page):
+            match = EXAMPLE_MARK.match(before)
+            if match:
+                shown.append((page, match.group(1), text))
+    return shown
+
+
+class TestExamples:
+    """The docs show each file of docs/examples/ as it is, where tests build or run it."""
 
     def test_each_shown_file_is_the_file(self) -> None:
-        assert self.SHOWN
-        for path, text in self.SHOWN:
-            assert text == (ROOT / path).read_text(encoding="utf-8"), path
+        shown = _shown_examples()
+        assert shown
+        for page, path, text in shown:
+            assert text == (ROOT / path).read_text(encoding="utf-8"), (_name(page), path)
 
     def test_every_example_is_shown(self) -> None:
-        examples = ROOT / "docs" / "examples"
-        files = {str(p.relative_to(ROOT)) for p in examples.iterdir() if p.is_file()}
-        assert {path for path, _ in self.SHOWN} == files
+        examples = DOCS / "examples"
+        files = {_name(p) for p in examples.iterdir() if p.is_file()}
+        assert {path for _, path, _ in _shown_examples()} == files
 
 
 class TestShippedConfiguration:
@@ -66,7 +114,7 @@ class TestShippedConfiguration:
 
 
 class TestMetricReference:
-    """The README's metric table lists exactly the metrics the worker exports."""
+    """The metric tables of docs/observability.md list exactly the metrics the worker exports."""
 
     def test_every_metric_is_documented(self) -> None:
         registry = CollectorRegistry()
@@ -78,7 +126,9 @@ class TestMetricReference:
             for family in registry.collect()
             if family.name.startswith("worker_")
         }
-        documented = set(re.findall(r"^\| `(worker_[a-z_]+)` \|", README, flags=re.MULTILINE))
+        documented = set(
+            re.findall(r"^\| `(worker_[a-z_]+)` \|", OBSERVABILITY, flags=re.MULTILINE)
+        )
         assert documented == exported
 
 

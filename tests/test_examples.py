@@ -1,8 +1,8 @@
-"""What the README tells users to run, run: the files of ``docs/examples/`` it shows.
+"""What the docs tell users to run, run: the files of ``docs/examples/`` they show.
 
-The README shows each of these files as it is (``tests/test_docs.py`` checks that); here they run:
-the five commands against a ``worker local``, the example's unit tests under pytest, and the
-Dockerfile's references (``make deploy-check`` lints it with hadolint, ``make image-test``
+The docs show each of these files as it is (``tests/test_docs.py`` checks that); here they run:
+the README's five commands against a ``worker local``, the example's unit tests under pytest, and
+the Dockerfile's references (``make deploy-check`` lints it with hadolint, ``make image-test``
 builds and runs it).
 """
 
@@ -29,6 +29,7 @@ from worker.ops.local import DEFAULT_PORT
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
@@ -161,16 +162,17 @@ class TestExampleUnitTests:
 
 
 class TestDockerfile:
-    """The example Dockerfile builds on the image the README's build command tags."""
+    """The example Dockerfile builds on the image docs/deployment.md's build command tags."""
 
     def _instructions(self) -> list[tuple[str, str]]:
         text = (EXAMPLES / "Dockerfile").read_text(encoding="utf-8")
         lines = [line for line in text.splitlines() if line and not line.startswith("#")]
         return [(line.split()[0].upper(), line.split(maxsplit=1)[1]) for line in lines]
 
-    def test_it_is_from_the_tag_the_readme_builds(self) -> None:
+    def test_it_is_from_the_tag_the_build_command_gives(self) -> None:
         (base,) = [argument for kind, argument in self._instructions() if kind == "FROM"]
-        assert f"docker build -t {base} ." in README
+        deployment = (DOCS / "deployment.md").read_text(encoding="utf-8")
+        assert f"```console\ndocker build -t {base} .\n```" in deployment
 
     def test_what_it_copies_is_there_and_comments_are_on_lines_of_their_own(self) -> None:
         for kind, argument in self._instructions():
