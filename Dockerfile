@@ -6,7 +6,7 @@
 #   docker build -t sqs-event-worker .
 #   docker run --rm -e WORKER_QUEUE_URL=... -e WORKER_HANDLER=... sqs-event-worker
 #
-# To add your handlers, build FROM this image and COPY them in (see the README).
+# To add your handlers, build FROM this image and COPY them in (docs/deployment.md, "The image").
 
 # A pinned tag, overridable for a mirrored or newer base (--build-arg PYTHON_IMAGE=...).
 # checkov cannot resolve an ARG in FROM and would report an unpinned image:

@@ -93,7 +93,7 @@ demo: $(LOCAL_STAMP)
 	$(BIN)/worker demo
 
 ## Figures, not tests: throughput against concurrency, next to the broker's ceiling.
-## The benchmarks (README, Performance): every scenario, three rounds, and the table. Not part
+## The benchmarks (docs/performance.md): every scenario, three rounds, and the table. Not part
 ## of `make test`: they take about forty minutes and want a quiet machine.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -8,7 +8,7 @@ selects the suite that runs against each emulator.
 
 No emulator is SQS. A test that checks something one of them gets wrong says so with
 ``@pytest.mark.broker_flaw(Flaw.X)``, and is skipped on that broker with the flaw as the reason;
-the README's table of divergences lists these and the others that no test trips over.
+the table of divergences in docs/development.md lists these and the others that no test trips over.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ class TestQueuePolicy:
 
     moto does not enforce queue policies (nor does LocalStack without IAM enforcement), so the
     refusal of another principal cannot be shown against the emulator; the policy document is
-    checked instead, and the README says so.
+    checked instead, and docs/deployment.md says so.
     """
 
     def test_only_the_topic_may_send(self) -> None:

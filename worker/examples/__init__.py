@@ -1,1 +1,1 @@
-"""Example handlers: one of each type, used by ``worker demo`` and the README."""
+"""Example handlers: one of each type, used by ``worker demo`` and the docs."""

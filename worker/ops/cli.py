@@ -441,7 +441,7 @@ def _exit_after(seconds: float) -> None:
     What a handler leaves behind can keep a stopped worker alive for ever: a non-daemon thread
     (which the interpreter joins at exit), a coroutine that swallows its cancellation (which
     ``asyncio.run`` waits for). The messages are settled by then; this keeps the stop within the
-    time the README promises and the grace period allows.
+    time docs/operations.md promises and the grace period allows.
     """
 
     def force() -> None:
