@@ -1,14 +1,15 @@
 """What the docs tell users to run, run: the files of ``docs/examples/`` they show.
 
 The docs show each of these files as it is (``tests/test_docs.py`` checks that); here they run:
-the README's five commands against a ``worker local``, the example's unit tests under pytest, and
-the Dockerfile's references (``make deploy-check`` lints it with hadolint, ``make image-test``
-builds and runs it).
+the README's five commands against a ``worker local``, the example's unit tests under pytest,
+the handlers of docs/handlers.md and the Dockerfile's references (``make deploy-check`` lints it
+with hadolint, ``make image-test`` builds and runs it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import re
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.handlers.adapters import load_handler
+from worker import MalformedMessageError, NonRetryableError
+from worker.handlers.adapters import Handler, load_handler
 from worker.ops.local import DEFAULT_PORT
+from worker.testing import message, sqs_event
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -50,6 +53,22 @@ def _user_environment() -> dict[str, str]:
     }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+async def _run(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """A command of the docs, run in a user's shell in ``cwd``: its exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env or _user_environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 def _commands(script: str) -> list[str]:
@@ -123,15 +142,8 @@ class TestInvokeSnippet:
         assert block is not None
         command, shown = block.groups()
         shutil.copy(EXAMPLES / "myhandlers.py", tmp_path)
-        process = await asyncio.create_subprocess_exec(
-            *shlex.split(command),
-            cwd=tmp_path,
-            env=_user_environment(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 1
+        code, out, _ = await _run(shlex.split(command), tmp_path)
+        assert code == 1
         printed = json.loads(out)
         expected = json.loads(shown.replace("[ ... ]", "[]"))
         assert {k: v for k, v in printed.items() if k != "stackTrace"} == {
@@ -191,3 +203,55 @@ class TestDockerfile:
         monkeypatch.delitem(sys.modules, "myhandlers", raising=False)
         assert callable(load_handler(handler, EXAMPLES))
         sys.modules.pop("myhandlers", None)
+
+
+def _example(name: str, monkeypatch: pytest.MonkeyPatch) -> Handler:
+    """A handler of docs/examples/, imported as the worker imports it."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    module = name.partition(":")[0].partition(".")[0]
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    handler = load_handler(name, EXAMPLES)
+    sys.modules.pop(module, None)
+    return handler
+
+
+class TestAsyncHandler:
+    """docs/handlers.md's ``async def`` handler: charges, refuses what is no order, needs JSON."""
+
+    async def test_an_order_is_charged(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        handle = _example("async_handler:handle", monkeypatch)
+        assert inspect.iscoroutinefunction(handle)
+        await handle(message({"order_id": "o-1", "amount": 5}, sns=True))
+        assert capsys.readouterr().out == "order o-1: charged 5\n"
+
+    async def test_what_is_not_an_order_is_not_retried(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        handle = _example("async_handler:handle", monkeypatch)
+        assert inspect.iscoroutinefunction(handle)
+        with pytest.raises(NonRetryableError):
+            await handle(message({"sku": "x"}))
+        with pytest.raises(MalformedMessageError):
+            await handle(message("not JSON"))
+
+
+class TestLambdaFunction:
+    """docs/handlers.md's Lambda function, run by the ``worker invoke`` command the page gives."""
+
+    async def test_it_reports_the_record_it_could_not_process(self, tmp_path: Path) -> None:
+        page = (DOCS / "handlers.md").read_text(encoding="utf-8")
+        shown = re.search(r"`(worker invoke --handler lambda_function\.[^`]+)`", page)
+        assert shown is not None
+        command = shlex.split(shown.group(1))
+        shutil.copy(EXAMPLES / "lambda_function.py", tmp_path)
+        event = sqs_event(
+            {"order_id": "o-1", "amount": 5}, {"order_id": "o-2", "amount": "lots"}, sns=True
+        )
+        file = command[command.index("--file") + 1]
+        (tmp_path / file).write_text(json.dumps(event), encoding="utf-8")
+        code, out, err = await _run(command, tmp_path)
+        assert code == 0, err
+        refused = event["Records"][1]["messageId"]
+        assert json.loads(out) == {"batchItemFailures": [{"itemIdentifier": refused}]}
