@@ -1,7 +1,8 @@
 """The docs and the shipped configuration stay true to the code, and to each other.
 
 The docs are ``README.md`` (the front page) and the pages of ``docs/``: every example they show
-is a file of ``docs/examples/`` as it is.
+is a file of ``docs/examples/`` as it is, and every other snippet is a command listing or output of
+a kind the rule below allows.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from worker.config import Settings, env_name, load_settings
@@ -23,6 +25,9 @@ CONFIGURATION = (DOCS / "configuration.md").read_text(encoding="utf-8")
 OBSERVABILITY = (DOCS / "observability.md").read_text(encoding="utf-8")
 
 EXAMPLE_MARK = re.compile(r"^<!-- (docs/examples/\S+) -->$")
+# Fenced blocks that need not be files: commands to type with what they print (`console`), and
+# program output or a layout sketch (`text`). Code of any other language is an example file.
+UNMARKED_LANGUAGES = {"console", "text"}
 
 
 def _page(path: Path) -> str:
@@ -102,6 +107,24 @@ class TestExamples:
         examples = DOCS / "examples"
         files = {_name(p) for p in examples.iterdir() if p.is_file()}
         assert {path for _, path, _ in _shown_examples()} == files
+
+
+class TestSnippets:
+    """Every snippet of code in the docs is an example file that a test runs or builds.
+
+    A fenced block says its language. Python, shell scripts, Dockerfiles, YAML and the like are
+    example files, marked ``<!-- docs/examples/NAME -->`` on the line above (``TestExamples``
+    checks they are the files); only ``console`` listings (commands to type, with what they
+    print) and ``text`` (output, a layout) may stand unmarked.
+    """
+
+    @pytest.mark.parametrize("page", PAGES, ids=_name)
+    def test_code_is_an_example_file(self, page: Path) -> None:
+        for line, language, before, _ in _fenced_blocks(page):
+            where = f"{_name(page)}:{line}"
+            assert language, f"{where}: a fenced block without a language"
+            if language not in UNMARKED_LANGUAGES:
+                assert EXAMPLE_MARK.match(before), f"{where}: {language} that is not an example"
 
 
 class TestShippedConfiguration:

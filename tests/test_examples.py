@@ -2,8 +2,9 @@
 
 The docs show each of these files as it is (``tests/test_docs.py`` checks that); here they run:
 the README's five commands against a ``worker local``, the example's unit tests under pytest,
-the handlers of docs/handlers.md and the Dockerfile's references (``make deploy-check`` lints it
-with hadolint, ``make image-test`` builds and runs it).
+the handlers of docs/handlers.md, the Dockerfile's references (``make deploy-check`` lints it
+with hadolint, ``make image-test`` builds and runs it), and the console listings that show what a
+command prints.
 """
 
 from __future__ import annotations
@@ -255,3 +256,21 @@ class TestLambdaFunction:
         assert code == 0, err
         refused = event["Records"][1]["messageId"]
         assert json.loads(out) == {"batchItemFailures": [{"itemIdentifier": refused}]}
+
+
+class TestConfigurationErrorListing:
+    """docs/configuration.md's bad configuration prints the lines shown, and exits 2."""
+
+    async def test_it_prints_one_line_per_problem(self, tmp_path: Path) -> None:
+        page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        block = re.search(r"```console\n\$ ((?:WORKER_\S+ )+worker run)\n(.*?)```", page, re.DOTALL)
+        assert block is not None
+        command, shown = block.groups()
+        *assignments, program, subcommand = shlex.split(command)
+        env = _user_environment()
+        for assignment in assignments:
+            name, _, value = assignment.partition("=")
+            env[name] = value
+        code, _, err = await _run([program, subcommand], tmp_path, env)
+        assert code == 2
+        assert err == shown
