@@ -1,14 +1,15 @@
 """The docs and the shipped configuration stay true to the code, and to each other.
 
 The docs are ``README.md`` (the front page) and the pages of ``docs/``: every example they show
-is a file of ``docs/examples/`` as it is, and every other snippet is a command listing or output of
-a kind the rule below allows.
+is a file of ``docs/examples/`` as it is, every other snippet is a command listing or output of
+a kind the rule below allows, and every relative link reaches a file and a heading.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from worker.metrics import Metrics
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+# Pages whose links are checked too: the chart's, which the docs link to and which links back.
+LINKED_PAGES = [*PAGES, ROOT / "helm" / "README.md"]
 CONFIGURATION = (DOCS / "configuration.md").read_text(encoding="utf-8")
 OBSERVABILITY = (DOCS / "observability.md").read_text(encoding="utf-8")
 
@@ -125,6 +128,56 @@ class TestSnippets:
             assert language, f"{where}: a fenced block without a language"
             if language not in UNMARKED_LANGUAGES:
                 assert EXAMPLE_MARK.match(before), f"{where}: {language} that is not an example"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = heading.strip().lower()
+    kept = "".join(c for c in text if c in " -_" or unicodedata.category(c)[0] in "LN")
+    return kept.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```$", "", _page(path), flags=re.MULTILINE | re.DOTALL)
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE):
+        slug = _slug(heading)
+        suffix = 0
+        while (anchor := f"{slug}-{suffix}" if suffix else slug) in anchors:
+            suffix += 1
+        anchors.add(anchor)
+    return anchors
+
+
+def _links(path: Path) -> list[str]:
+    text = re.sub(r"^```.*?^```$", "", _page(path), flags=re.MULTILINE | re.DOTALL)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+class TestLinks:
+    """Every relative link of the docs reaches a file of the repository, and a heading there."""
+
+    def test_slugs_are_githubs(self) -> None:
+        assert _slug("`message` handlers (the default)") == "message-handlers-the-default"
+        assert _slug("The emulators, and where they are not SQS") == (
+            "the-emulators-and-where-they-are-not-sqs"
+        )
+        assert _slug("Sizing the timeouts together") == "sizing-the-timeouts-together"
+
+    def test_the_map_is_found(self) -> None:
+        linked = set(_links(ROOT / "README.md"))
+        assert {f"docs/{page.name}" for page in PAGES[1:]} <= linked
+
+    @pytest.mark.parametrize("page", LINKED_PAGES, ids=_name)
+    def test_links_resolve(self, page: Path) -> None:
+        for link in [link for link in _links(page) if not re.match(r"[a-z]+:", link)]:
+            target, _, anchor = link.partition("#")
+            resolved = (page.parent / target).resolve() if target else page
+            assert resolved.is_relative_to(ROOT), f"{_name(page)}: {link} leaves the repository"
+            assert resolved.exists(), f"{_name(page)}: {link}: no such file"
+            if anchor:
+                assert resolved.suffix == ".md", f"{_name(page)}: {link}: an anchor in a non-page"
+                assert anchor in _anchors(resolved), f"{_name(page)}: {link}: no such heading"
 
 
 class TestShippedConfiguration:
