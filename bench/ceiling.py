@@ -19,7 +19,7 @@ from pathlib import Path
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from bench.probe import Probe
+from bench.probe import Probe, count_requests
 
 
 async def consume(
@@ -33,7 +33,7 @@ async def consume(
         loop.call_soon_threadsafe(stop.set)
 
     probe = Probe(expected, Path(os.environ["BENCH_RESULT"]), completed)
-    calls = probe.extra["sqs_calls"] = {"ReceiveMessage": 0, "DeleteMessageBatch": 0}
+    count_requests(probe)
     probe.extra["receive_seconds"] = 0.0  # time inside ReceiveMessage calls that got messages
     probe.extra["receives_timed"] = 0
     config = AioConfig(max_pool_connections=pollers + 2)
@@ -47,7 +47,6 @@ async def consume(
                 response = await sqs.receive_message(
                     QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait
                 )
-                calls["ReceiveMessage"] += 1
                 messages = response.get("Messages", [])
                 if not messages:
                     continue  # the long polls at the end, once the queue is drained: not timed
@@ -66,7 +65,6 @@ async def consume(
                         for index, message in enumerate(messages)
                     ],
                 )
-                calls["DeleteMessageBatch"] += 1
                 probe.done(len(messages))
 
         await asyncio.gather(*(poll() for _ in range(pollers)))

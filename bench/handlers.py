@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.probe import Probe
+from bench.probe import Probe, count_requests
 from worker import Message
 
 SKEW_TAIL_FRACTION = 0.01  # scenario C: 1% of the messages take about 2 s
@@ -42,37 +42,31 @@ def skewed_mean() -> float:
     return SKEW_TAIL_FRACTION * tail + (1 - SKEW_TAIL_FRACTION) * body
 
 
-def sqs_calls() -> dict[str, float]:
-    """The worker's SQS calls so far, by operation, from its own /metrics (``BENCH_HTTP_PORT``)."""
+def receive_timing() -> dict[str, float]:
+    """Time in the worker's receives, and their count, from its /metrics (``BENCH_HTTP_PORT``)."""
     port = os.environ.get("BENCH_HTTP_PORT")
     if not port:
         return {}
     url = f"http://127.0.0.1:{port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    calls: dict[str, float] = {}
+    timing: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("worker_sqs_requests_total{"):
-            labels, value = line.rsplit(" ", 1)
-            operation = labels.split('operation="', 1)[1].split('"', 1)[0]
-            calls[operation] = calls.get(operation, 0.0) + float(value)
-        elif line.startswith("worker_sqs_request_duration_seconds_") and (
+        if line.startswith("worker_sqs_request_duration_seconds_") and (
             'operation="ReceiveMessage"' in line
         ):
             name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
             if name.endswith("_sum"):
-                calls["receive_seconds"] = value
+                timing["receive_seconds"] = value
             elif name.endswith("_count"):
-                calls["receives_timed"] = value
-    return calls
+                timing["receives_timed"] = value
+    return timing
 
 
 def _stop() -> None:
     if _probe is not None:
-        calls = sqs_calls()  # the receives timed are all of them: none is empty before the end
-        _probe.extra["receive_seconds"] = calls.pop("receive_seconds", 0.0)
-        _probe.extra["receives_timed"] = calls.pop("receives_timed", 0.0)
-        _probe.extra["sqs_calls"] = calls
+        # The receives timed are all of them: none is empty before the end.
+        _probe.extra.update(receive_timing())
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -81,6 +75,7 @@ def _make_probe() -> Probe | None:
     if not result:
         return None
     made = Probe(int(os.environ["BENCH_EXPECTED"]), Path(result), _stop)
+    count_requests(made)
     atexit.register(made.write, kind="worker")
     return made
 

@@ -6,7 +6,9 @@ starts (``start``: the handler starts, or the ceiling's receive returned it) and
 ids to a file (the harness counts them, so that a duplicate or a missing message shows), reads
 the process's own CPU time (``os.times``, user + system, every thread) and RSS
 (``/proc/self/status``) at fixed points of progress, samples RSS in a background thread, and
-writes everything as JSON when the process ends.
+writes everything as JSON when the process ends. It also counts every HTTP request the
+process's aiobotocore clients send, by SQS action (:func:`count_requests`): retries included,
+as the broker sees and SQS bills them.
 
 Figures are taken between the moments 10% and 90% of the expected messages were done, so that
 start-up, ramp-up and the tail of the last slow handlers do not weigh on them.
@@ -59,7 +61,7 @@ class Probe:
         self.starts = 0
         self.done_count = 0
         self._marks = [max(1, round(expected * fraction)) for fraction in WINDOW]
-        self.points: dict[str, dict[str, float]] = {}
+        self.points: dict[str, dict[str, Any]] = {}
         self.first_start: float | None = None
         self.last_done: float | None = None
         self.latencies: list[float] = []
@@ -67,6 +69,8 @@ class Probe:
         self.rss_samples: list[tuple[float, int, int]] = []  # (time, messages done, VmRSS KiB)
         self.complete = False
         self.extra: dict[str, Any] = {}  # anything else the consumer wants reported
+        self.requests: dict[str, int] = {}  # HTTP requests sent, by action (count_requests)
+        self.first_start_cpu: float | None = None
         self._sampling = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
         self._sampler.start()
@@ -79,6 +83,7 @@ class Probe:
             self._ids.write(message_id + "\n")
             if self.first_start is None:
                 self.first_start = now
+                self.first_start_cpu = cpu_seconds()
             if published_at is not None:
                 self.latencies.append(now - published_at)
 
@@ -91,7 +96,8 @@ class Probe:
                 self.durations.append(duration)
             for name, mark in zip(("window_start", "window_end"), self._marks, strict=True):
                 if before < mark <= self.done_count:
-                    self.points[name] = {"time": time.time(), "cpu": cpu_seconds()}
+                    self.points[name] = {"time": time.time(), "cpu": cpu_seconds(),
+                                         "requests": dict(self.requests)}  # fmt: skip
             # A duplicate ends the run a message early: the harness reports it, and the message
             # that was not received, from the ids.
             finished = not self.complete and self.done_count >= self.expected
@@ -115,6 +121,8 @@ class Probe:
             "done": self.done_count,
             "points": self.points,
             "first_start": self.first_start,
+            "first_start_cpu": self.first_start_cpu,
+            "requests": self.requests,
             "last_done": self.last_done,
             "latencies": self.latencies,
             "durations": self.durations,
@@ -132,3 +140,26 @@ class Probe:
         with self._lock:
             self._ids.close()
         self._path.write_text(json.dumps(self.result(**extra)), encoding="utf-8")
+
+
+def count_requests(probe: Probe) -> None:
+    """Count, in ``probe.requests``, every HTTP request this process's SQS clients send.
+
+    Counted where aiobotocore hands a signed request to its HTTP session, once per attempt, by
+    the action its ``X-Amz-Target`` header names (SQS's JSON protocol); the same for the worker
+    and the ceiling, whatever the broker.
+    """
+    from aiobotocore.endpoint import AioEndpoint  # noqa: PLC0415 -- only in consumer processes
+
+    send = AioEndpoint._send  # type: ignore[attr-defined]  # the one place every attempt passes
+    counts = probe.requests
+
+    async def counted(self: AioEndpoint, request: Any) -> Any:
+        target = request.headers.get("X-Amz-Target") or b"other"
+        if isinstance(target, bytes):
+            target = target.decode("ascii", "replace")
+        action = target.rpartition(".")[2]
+        counts[action] = counts.get(action, 0) + 1
+        return await send(self, request)
+
+    AioEndpoint._send = counted  # type: ignore[attr-defined]

@@ -34,15 +34,13 @@ import datetime
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +48,8 @@ from typing import TYPE_CHECKING, Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from bench import brokers
+from bench.brokers import Broker, free_port
 from bench.handlers import skewed_mean
 
 if TYPE_CHECKING:
@@ -117,46 +117,7 @@ SCENARIOS = [
 _IN_ENVIRONMENTS = frozenset({"F10", "F100"})
 
 
-# --- the broker --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_server(*, patch: bool, keep_alive: bool) -> Iterator[tuple[int, str]]:
-    """(pid, URL) of a moto server in its own process, stopped on exit."""
-    port = free_port()
-    command = [sys.executable, "-m", "bench.moto_server", "-H", "127.0.0.1", "-p", str(port)]
-    if not patch:
-        command.append("--no-patch")
-    if keep_alive:
-        command.append("--keep-alive")
-    server = subprocess.Popen(  # noqa: S603 -- our own interpreter and module
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):  # noqa: S310 -- loopback
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("the moto server did not start")
-        yield server.pid, url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # a long poll's thread can keep it up: no matter
-            server.kill()
-            server.wait()
+# --- the broker's CPU ---------------------------------------------------------------------------
 
 
 def process_cpu(pid: int) -> float:
@@ -209,12 +170,18 @@ class Queue:
     topic_arn: str | None = None
 
 
+async def queue_arn(sqs: SQSClient, url: str) -> str:
+    """A queue's ARN, as the broker names it (brokers differ in the account they use)."""
+    response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return response["Attributes"]["QueueArn"]
+
+
 async def make_queue(sqs: SQSClient, sns: SNSClient, *, with_topic: bool) -> Queue:
     """Create the queue, its DLQ and (for D) a topic subscribed to it."""
     name = f"bench-{uuid.uuid4().hex[:10]}"
     dlq_url = (await sqs.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
     redrive = json.dumps(
-        {"deadLetterTargetArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}-dlq", "maxReceiveCount": 5}
+        {"deadLetterTargetArn": await queue_arn(sqs, dlq_url), "maxReceiveCount": 5}
     )
     url = (
         await sqs.create_queue(
@@ -225,9 +192,7 @@ async def make_queue(sqs: SQSClient, sns: SNSClient, *, with_topic: bool) -> Que
     if with_topic:
         queue.topic_arn = (await sns.create_topic(Name=name))["TopicArn"]
         await sns.subscribe(
-            TopicArn=queue.topic_arn,
-            Protocol="sqs",
-            Endpoint=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
+            TopicArn=queue.topic_arn, Protocol="sqs", Endpoint=await queue_arn(sqs, url)
         )
     return queue
 
@@ -408,8 +373,7 @@ class Round:
     """Everything one run needs."""
 
     scenario: Scenario
-    endpoint: str
-    moto_pid: int
+    broker: Broker
     total: int
     backlog: int
     workdir: Path
@@ -440,17 +404,17 @@ async def run_once(kind: str, spec: Round) -> Run:
     scenario = spec.scenario
     result = spec.workdir / f"{kind}-{uuid.uuid4().hex[:8]}.json"
     log_path = result.with_suffix(".log")
-    async with clients(spec.endpoint) as (sqs, sns):
+    async with clients(spec.broker.url) as (sqs, sns):
         queue = await make_queue(sqs, sns, with_topic=scenario.publish_rate is not None)
         feeder = Feeder(sqs, queue.url, spec.total, spec.backlog)
-        moto = CpuSampler(spec.moto_pid)
+        moto = CpuSampler(spec.broker.pid)
         sampling = asyncio.create_task(moto.run())
-        moto_before = process_cpu(spec.moto_pid)
-        calls_before = await asyncio.to_thread(call_costs, spec.endpoint)
+        moto_before = process_cpu(spec.broker.pid)
+        calls_before = await asyncio.to_thread(brokers.call_costs, spec.broker)
         if scenario.publish_rate is None:
             await feeder.send(spec.backlog)
         env = consumer_env(
-            kind, scenario, endpoint=spec.endpoint, queue=queue, total=spec.total, result=result
+            kind, scenario, endpoint=spec.broker.url, queue=queue, total=spec.total, result=result
         )
         if spec.worker_path and kind == "worker":
             env["PYTHONPATH"] = os.pathsep.join([spec.worker_path, str(ROOT)])
@@ -472,8 +436,9 @@ async def run_once(kind: str, spec: Round) -> Run:
             await exited
             feeding.cancel()
             (feed_error,) = await asyncio.gather(feeding, return_exceptions=True)
-        moto_cpu = process_cpu(spec.moto_pid) - moto_before
-        calls = costs_between(calls_before, await asyncio.to_thread(call_costs, spec.endpoint))
+        moto_cpu = process_cpu(spec.broker.pid) - moto_before
+        after = await asyncio.to_thread(brokers.call_costs, spec.broker)
+        calls = costs_between(calls_before, after)
         sampling.cancel()
         await asyncio.gather(sampling, return_exceptions=True)
         left = await leftovers(sqs, queue)
@@ -482,15 +447,6 @@ async def run_once(kind: str, spec: Round) -> Run:
     run = judge(kind, spec, result, log_path, process.returncode, left, moto_cpu, moto)
     run.figures.update(broker_figures(calls, moto_cpu, spec.total))
     return run
-
-
-def call_costs(endpoint: str) -> dict[str, list[float]]:
-    """moto's CPU seconds per kind of call so far (bench/moto_server.py CallCosts); {} if none."""
-    try:
-        with urllib.request.urlopen(f"{endpoint}/_bench/calls", timeout=5) as response:  # noqa: S310 -- loopback
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except (OSError, ValueError):  # werkzeug mode: moto's own server, no accounting
-        return {}
 
 
 def costs_between(
@@ -583,20 +539,51 @@ def judge(  # noqa: PLR0917 -- the pieces of one run, gathered by run_once
         start, end = data["points"]["window_start"]["time"], data["points"]["window_end"]["time"]
         figures["moto_busy"] = moto.busy(start, end)
     figures["moto_cpu_ms_per_message"] = moto_cpu / total * 1000
-    figures.update(call_figures(data, total))
+    figures.update(call_figures(data))
+    figures.update(request_figures(data, total))
     return Run(kind, not problems, problems, figures, [tuple(s) for s in data["rss_samples"]])
 
 
-def call_figures(data: dict[str, Any], total: int) -> dict[str, float]:
-    """SQS calls per ten messages, and the mean time a receive took, from a probe's result."""
-    calls = data.get("sqs_calls") or {}
-    figures = {}
-    if calls:
-        for operation, short in (("ReceiveMessage", "receives"), ("DeleteMessageBatch", "deletes")):
-            figures[f"{short}_per_10_msgs"] = calls.get(operation, 0.0) / total * 10
-    if data.get("receives_timed") and data.get("receive_seconds"):
-        figures["receive_ms"] = data["receive_seconds"] / data["receives_timed"] * 1000
+# SQS's price per million requests (standard queues, past the free tier; FIFO costs $0.50), and
+# the fewest requests 1,000 messages can take: 100 full receives and 100 full delete batches.
+PRICE_PER_MILLION_REQUESTS = 0.40
+FLOOR_PER_1000 = 200
+# The actions counted on their own; any other counts in "other".
+ACTIONS = ("ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch",
+           "GetQueueAttributes")  # fmt: skip
+
+
+def request_figures(data: dict[str, Any], total: int) -> dict[str, float]:
+    """SQS requests per 1,000 messages, by action, between 10% and 90% and over the whole run.
+
+    Counted in the consumer (:func:`bench.probe.count_requests`); with what they would cost on
+    SQS per million messages, and how far they are from the floor of 200.
+    """
+    figures: dict[str, float] = {}
+    points = data["points"]
+    whole = data.get("requests") or {}
+    if whole:
+        figures["requests_per_1000_run"] = sum(whole.values()) / total * 1000
+    if "requests" not in points.get("window_start", {}) or "window_end" not in points:
+        return figures
+    start, end = points["window_start"]["requests"], points["window_end"]["requests"]
+    count = round(total * 0.9) - round(total * 0.1)
+    made = {action: end.get(action, 0) - start.get(action, 0) for action in end}
+    per_1000 = sum(made.values()) / count * 1000
+    figures["requests_per_1000"] = per_1000
+    figures["requests_vs_floor"] = per_1000 / FLOOR_PER_1000
+    figures["usd_per_million_messages"] = per_1000 * 1000 * PRICE_PER_MILLION_REQUESTS / 1e6
+    for action in ACTIONS:
+        figures[f"req_{action}"] = made.get(action, 0) / count * 1000
+    figures["req_other"] = sum(n for a, n in made.items() if a not in ACTIONS) / count * 1000
     return figures
+
+
+def call_figures(data: dict[str, Any]) -> dict[str, float]:
+    """The mean time a receive that brought messages took, from a probe's result."""
+    if data.get("receives_timed") and data.get("receive_seconds"):
+        return {"receive_ms": data["receive_seconds"] / data["receives_timed"] * 1000}
+    return {}
 
 
 def figures_of(data: dict[str, Any], total: int) -> dict[str, float]:
@@ -804,12 +791,11 @@ def machine() -> str:
 
 
 async def run_scenario(
-    scenario: Scenario, args: argparse.Namespace, endpoint: str, moto_pid: int, workdir: Path
+    scenario: Scenario, args: argparse.Namespace, broker: Broker, workdir: Path
 ) -> list[tuple[Run, Run]]:
     """Every round of a scenario: worker and ceiling, alternating which goes first."""
     total = args.messages or (scenario.quick_messages if args.quick else scenario.messages)
-    spec = Round(scenario, endpoint, moto_pid, total, args.backlog, workdir, args.worker_path,
-                 args.profile)  # fmt: skip
+    spec = Round(scenario, broker, total, args.backlog, workdir, args.worker_path, args.profile)
     pairs = []
     for index in range(args.rounds):
         order = ("ceiling", "worker") if index % 2 == 0 else ("worker", "ceiling")
@@ -837,6 +823,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 if --quick)")
     parser.add_argument("--quick", action="store_true", help="fewer messages: a smoke test")
     parser.add_argument("--backlog", type=int, default=300, help="messages kept queued (300)")
+    parser.add_argument(
+        "--broker",
+        choices=brokers.NAMES,
+        default="moto",
+        help="moto (patched, the default: the broker is the limit) or fauxqs (a fast emulator: "
+        "the consumer is the limit; installed under .tools/ on first use, needs npm)",
+    )
     parser.add_argument("--no-patch", action="store_true", help="stock moto (slow receives)")
     parser.add_argument(
         "--werkzeug",
@@ -864,7 +857,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]]]:
-    """Start moto, run the scenarios, return every run."""
+    """Start the broker, run the scenarios, return every run."""
     chosen = [
         s
         for s in SCENARIOS
@@ -873,12 +866,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]
     chosen.sort(key=lambda s: s.messages)  # the long one (E) last: the others report sooner
     results: dict[str, list[tuple[Run, Run]]] = {}
     with (
-        moto_server(patch=not args.no_patch, keep_alive=not args.werkzeug) as (pid, endpoint),
+        brokers.start(args.broker, patch=not args.no_patch, keep_alive=not args.werkzeug) as broker,
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
     ):
         for scenario in chosen:
             print(f"{scenario.key}: {scenario.title}", flush=True)
-            results[scenario.key] = await run_scenario(scenario, args, endpoint, pid, Path(tmp))
+            results[scenario.key] = await run_scenario(scenario, args, broker, Path(tmp))
     return results
 
 
@@ -921,10 +914,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = asyncio.run(main_async(args))
     print()
-    moto = "stock" if args.no_patch else "patched (bench/moto_server.py)"
-    moto += ", werkzeug (a connection per request)" if args.werkzeug else ", waitress (keep-alive)"
+    if args.broker == "fauxqs":
+        moto = f"fauxqs {brokers.FAUXQS_VERSION}"
+    else:
+        moto = "moto " + ("stock" if args.no_patch else "patched (bench/moto_server.py)")
+        moto += (
+            ", werkzeug (a connection per request)" if args.werkzeug else ", waitress (keep-alive)"
+        )
     print(
-        f"{machine()}; moto {moto}, backlog {args.backlog}, {args.rounds} round(s), "
+        f"{machine()}; {moto}, backlog {args.backlog}, {args.rounds} round(s), "
         f"{time.monotonic() - started:.0f} s"
     )
     print()
