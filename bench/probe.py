@@ -16,6 +16,7 @@ start-up, ramp-up and the tail of the last slow handlers do not weigh on them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -70,6 +71,7 @@ class Probe:
         self.complete = False
         self.extra: dict[str, Any] = {}  # anything else the consumer wants reported
         self.requests: dict[str, int] = {}  # HTTP requests sent, by action (count_requests)
+        self.request_samples: list[tuple[float, int]] = []  # (time, requests sent so far)
         self.first_start_cpu: float | None = None
         self._sampling = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
@@ -109,7 +111,12 @@ class Probe:
 
     def _sample(self) -> None:
         while not self._sampling.wait(_RSS_SAMPLE_SECONDS):
-            self.rss_samples.append((time.time(), self.done_count, memory_kb()[0]))
+            now = time.time()
+            self.rss_samples.append((now, self.done_count, memory_kb()[0]))
+            # Summed from another thread than the one counting: a value may be one request
+            # behind, and a new action while summing is left for the next sample.
+            with contextlib.suppress(RuntimeError):
+                self.request_samples.append((now, sum(self.requests.values())))
 
     def result(self, **extra: Any) -> dict[str, Any]:
         """Everything measured, as a JSON-able dict."""
@@ -127,6 +134,7 @@ class Probe:
             "latencies": self.latencies,
             "durations": self.durations,
             "rss_samples": self.rss_samples,
+            "request_samples": self.request_samples,
             "rss_kb": rss,
             "hwm_kb": hwm,
             "cpu_total": cpu_seconds(),
