@@ -15,10 +15,14 @@ and gathers a batch over several receives: it is handed over when it is full, wh
 payload limit. Messages are leased as they arrive, so their visibility is extended while they
 wait for the batch to close.
 
-On shutdown a poller waiting for slots or backing off stops at once. A poller whose receive is
-open, or that is gathering a batch, lets the receive finish (at most ``WaitTimeSeconds``) instead
-of cutting it short, because SQS may already have taken messages for it; what it holds is then
-released at once (visibility 0) rather than stranded invisible for a whole visibility timeout.
+While the queue is empty only one poller keeps long-polling it; the others wait for the first
+receive that brings messages (:class:`Lookout`).
+
+On shutdown a poller waiting for slots, for the lookout's news or backing off stops at once. A
+poller whose receive is open, or that is gathering a batch, lets the receive finish (at most
+``WaitTimeSeconds``) instead of cutting it short, because SQS may already have taken messages for
+it; what it holds is then released at once (visibility 0) rather than stranded invisible for a
+whole visibility timeout.
 """
 
 from __future__ import annotations
@@ -69,6 +73,48 @@ def _json_size(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode())
 
 
+class Lookout:
+    """While the queue is empty, one poller long-polls it and the others wait for its news.
+
+    A long poll of an empty queue comes back empty after ``WaitTimeSeconds``, and each is a
+    request, billed and throttled like any other: five pollers of an idle replica would make 900
+    an hour where one tells as much. So a poller whose receive came back empty waits instead of
+    asking again, as long as another poller is still receiving; the first receive that brings
+    messages wakes them all, and they ask again at once. The last poller receiving never waits,
+    so a message arriving is taken as soon as with every poller receiving, and the others join
+    within a receive's round trip: a burst costs at most that, a steady flow nothing (a long
+    poll returns when a message arrives, so busy pollers never come back empty).
+    """
+
+    def __init__(self) -> None:
+        self._receiving = 0  # pollers that are not waiting for news
+        self._waiting = 0
+        self._news = asyncio.Event()
+
+    def join(self) -> None:
+        """A poller starts receiving."""
+        self._receiving += 1
+
+    def brought(self) -> None:
+        """A receive brought messages: wake the pollers waiting for news."""
+        if self._waiting:
+            self._news.set()
+            self._news = asyncio.Event()
+
+    async def came_back_empty(self) -> None:
+        """A receive came back empty: wait for news, unless no other poller is receiving."""
+        if self._receiving <= 1:
+            return
+        news = self._news
+        self._receiving -= 1
+        self._waiting += 1
+        try:
+            await news.wait()
+        finally:
+            self._waiting -= 1
+            self._receiving += 1
+
+
 class Poller:
     """One long-polling loop."""
 
@@ -84,6 +130,7 @@ class Poller:
         fill_seconds: float = 0.0,
         carry: list[Lease] | None = None,
         prefetch: Prefetch | None = None,
+        lookout: Lookout | None = None,
     ) -> None:
         self._queue = queue
         self._capacity = capacity
@@ -93,9 +140,11 @@ class Poller:
         self._window = batching_window
         self._fill_seconds = fill_seconds
         self._prefetch = prefetch
+        self._lookout = Lookout() if lookout is None else lookout
+        self._lookout.join()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._idle = False  # waiting for slots or backing off: safe to cancel
+        self._idle = False  # waiting for slots or news, or backing off: safe to cancel
         # When the receive now open returns at the latest (``time.monotonic``); None: none open.
         self.receive_ends: float | None = None
         # Gathered beyond the payload limit: the start of the next batch, whichever poller gets
@@ -127,6 +176,8 @@ class Poller:
                     await self._back_off()
                     continue
                 self._hand_over(self._runner.lease(messages), slots)
+                if not messages:
+                    await self._wait_for_news()
         finally:
             if self._carry:
                 self._runner.give_back(self._carry)
@@ -153,6 +204,15 @@ class Poller:
         finally:
             self._idle = False
 
+    async def _wait_for_news(self) -> None:
+        if self._stopping:
+            return
+        self._idle = True
+        try:
+            await self._lookout.came_back_empty()
+        finally:
+            self._idle = False
+
     async def _receive(self, count: int, wait: int | None = None) -> list[MessageTypeDef] | None:
         """One receive; ``None`` when it failed (logged, to be backed off by the caller)."""
         asked = time.monotonic()
@@ -166,8 +226,10 @@ class Poller:
         finally:
             self.receive_ends = None
         self.consecutive_errors = 0
-        if messages and self._prefetch is not None:
-            self._prefetch.received(time.monotonic() - asked)
+        if messages:
+            self._lookout.brought()
+            if self._prefetch is not None:
+                self._prefetch.received(time.monotonic() - asked)
         return list(messages)
 
     async def _gather(self) -> list[Lease]:
@@ -199,6 +261,9 @@ class Poller:
                 if batch:
                     break  # hand over what is gathered; the next batch backs off
                 await self._back_off()
+                continue
+            if not messages and not batch:
+                await self._wait_for_news()
                 continue
             leases = self._runner.lease(messages)
             if leases and closes is None:

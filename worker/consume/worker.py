@@ -34,7 +34,7 @@ from worker.consume.backoff import ExponentialBackoff, QueueTimeout, RetryDelay
 from worker.consume.capacity import Capacity
 from worker.consume.depth import QueueDepth
 from worker.consume.lease import Lease, LeaseKeeper
-from worker.consume.poller import Poller
+from worker.consume.poller import Lookout, Poller
 from worker.consume.prefetch import Prefetch
 from worker.consume.runner import Runner
 from worker.consume.settler import Settler
@@ -180,6 +180,7 @@ class Worker:
             has_dlq=info.redrive is not None,
         )
         carry: list[Lease] = []
+        lookout = Lookout()
         self.wait_seconds = receive_wait_seconds(settings)
         self.pollers = [
             Poller(
@@ -196,6 +197,7 @@ class Worker:
                 fill_seconds=settings.receive_fill_seconds,
                 carry=carry,
                 prefetch=self.prefetch,
+                lookout=lookout,
             )
             for _ in range(settings.poller_count)
         ]
