@@ -5,8 +5,9 @@
 default), at the default settings (concurrency 10: one poller) and at the benchmarks'
 concurrency of 50 (five pollers), both at once on queues of their own, and counts every request
 each sends (:func:`bench.probe.count_requests`) from 10 s after its start, when start-up is
-over. It prints, per configuration, requests per hour per replica by action, the floor the
-settings allow (one receive per poller per ``WORKER_WAIT_TIME_SECONDS``, and a depth read per
+over. It prints, per configuration, requests per hour per replica by action, the least the
+settings allow (one receive per ``WORKER_WAIT_TIME_SECONDS``: one poller keeps watch while the
+queue is empty, whatever their number; and two depth reads, the queue's and its DLQ's, per
 ``WORKER_DEPTH_INTERVAL_SECONDS``), and the requests and dollars per month of 1, 10 and 50 idle
 replicas at SQS's price.
 """
@@ -68,8 +69,7 @@ async def idle_worker(
     start = next(s for s in samples if s[0] - samples[0][0] >= SETTLE_SECONDS)
     end = samples[-1]
     per_hour = (end[1] - start[1]) / (end[0] - start[0]) * 3600
-    pollers = max(1, min(10, concurrency, -(-concurrency // 10)))
-    floor = pollers * 3600 / WAIT_SECONDS + 3600 / DEPTH_SECONDS
+    floor = 3600 / WAIT_SECONDS + 2 * 3600 / DEPTH_SECONDS
     return {
         "requests_per_hour": round(per_hour),
         "floor_per_hour": round(floor),
