@@ -62,8 +62,9 @@ test-fast: $(STAMP)
 
 ## What users deploy, validated offline: the Dockerfile (hadolint, checkov), the Helm chart
 ## (helm lint and template, kubernetes-validate, kubernetes-models, checkov) and the
-## CloudFormation templates (cfn-lint, checkov), then the stacks' promises (tests/deploy/,
-## which the default test run leaves out). Tools are pinned and installed under .tools/.
+## CloudFormation templates (cfn-lint, checkov), then the promises of the chart and the stacks
+## (tests/deploy/, which the default test run leaves out). Tools are pinned and installed under
+## .tools/.
 deploy-check: $(STAMP)
 	.ci/check-dockerfile
 	.ci/check-helm
