@@ -1,14 +1,18 @@
-"""The chart's values with their ``# --`` descriptions.
+"""The chart's values with their ``# --`` descriptions, and the table of them in helm/README.md.
 
 helm-docs' convention, without its Go binary: a ``# --`` comment documents the key below it (a
-documented map is one value, its keys are not listed), ``# @default --`` says the default in
-words. The type is what values.schema.json admits.
+documented map is one row, its keys are not listed), ``# @default --`` says the default in words.
+The type column shows what values.schema.json admits.
+
+    python -m tests.deploy.helm_values          # print the table
+    python -m tests.deploy.helm_values --write  # write it into helm/README.md (make helm-docs)
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +20,8 @@ import yaml
 
 from tests.deploy.chart import CHART
 
+README = CHART / "README.md"
+START, END = "<!-- values-table:start -->", "<!-- values-table:end -->"
 KEY = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z][\w.-]*):")
 WORDS = {"integer": "int", "boolean": "bool", "array": "list"}  # the others keep JSON's names
 ENUM_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", type(None): "null"}
@@ -99,3 +105,50 @@ def values(text: str, schema: dict[str, Any]) -> tuple[list[Value], list[str]]:
 def chart_values() -> tuple[list[Value], list[str]]:
     schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
     return values((CHART / "values.yaml").read_text(encoding="utf-8"), schema)
+
+
+def table(documented: list[Value]) -> str:
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for v in documented:
+        cells = (f"`{v.key}`", v.type, v.default, v.description)
+        rows.append("| " + " | ".join(cell.replace("|", r"\|") for cell in cells) + " |")
+    return "\n".join(rows)
+
+
+def _split(readme: str) -> tuple[str, str, str]:
+    """``readme`` before its values table, the table, and after it."""
+    before, start, rest = readme.partition(START)
+    current, end, after = rest.partition(END)
+    if not (start and end):
+        raise ValueError(f"helm/README.md has no {START} ... {END} markers")
+    return before, current.strip("\n"), after
+
+
+def table_in(readme: str) -> str:
+    return _split(readme)[1]
+
+
+def with_table(readme: str, documented: list[Value]) -> str:
+    """``readme`` with the table for ``documented`` between its markers."""
+    before, _, after = _split(readme)
+    return f"{before}{START}\n{table(documented)}\n{END}{after}"
+
+
+def main(argv: list[str]) -> int:
+    if argv not in ([], ["--write"]):
+        print(__doc__, file=sys.stderr)
+        return 2
+    documented, undocumented = chart_values()
+    if undocumented:
+        print("values without a `# --` comment:", *undocumented, sep="\n  ", file=sys.stderr)
+        return 1
+    if argv == ["--write"]:
+        readme = README.read_text(encoding="utf-8")
+        README.write_text(with_table(readme, documented), encoding="utf-8")
+    else:
+        print(table(documented))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

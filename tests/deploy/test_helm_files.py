@@ -24,11 +24,19 @@ class TestCopies:
 
 
 class TestValuesDocumentation:
-    """Every value is described with a ``# --`` comment."""
+    """Every value is described with a ``# --`` comment, and helm/README.md's table is the one
+    generated from them."""
 
     def test_every_value_has_a_description(self) -> None:
         _, undocumented = helm_values.chart_values()
         assert undocumented == [], "values.yaml: values without a `# --` comment"
+
+    def test_the_values_table_is_generated_from_values_yaml(self) -> None:
+        documented, _ = helm_values.chart_values()
+        readme = helm_values.README.read_text(encoding="utf-8")
+        assert helm_values.table_in(readme) == helm_values.table(documented), (
+            "helm/README.md's values table is not the one values.yaml gives: run make helm-docs"
+        )
 
     def test_a_described_map_is_one_row_and_an_undescribed_one_is_walked(self) -> None:
         text = (
