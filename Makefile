@@ -9,8 +9,8 @@ LOCAL_STAMP := $(VENV)/.installed-local
 # Debian packages the tests use; installed when missing (sudo when not root).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all test test-fast lint typecheck unit rules tools node-ric deploy-check image-test demo bench clean \
-	localstack test-localstack
+.PHONY: all test test-fast lint typecheck unit rules tools node-ric deploy-check helm-docs image-test demo \
+	bench clean localstack test-localstack
 
 all: test
 
@@ -62,11 +62,18 @@ test-fast: $(STAMP)
 
 ## What users deploy, validated offline: the Dockerfile (hadolint, checkov), the Helm chart
 ## (helm lint and template, kubernetes-validate, kubernetes-models, checkov) and the
-## CloudFormation templates (cfn-lint, checkov). Tools are pinned and installed under .tools/.
-deploy-check:
+## CloudFormation templates (cfn-lint, checkov), then the promises of the chart and the stacks
+## (tests/deploy/, which the default test run leaves out). Tools are pinned and installed under
+## .tools/.
+deploy-check: $(STAMP)
 	.ci/check-dockerfile
 	.ci/check-helm
 	.ci/check-cloudformation
+
+## helm/README.md's values table, generated from the `# --` comments of helm/values.yaml
+## (`make deploy-check` fails when the table is not the one they give).
+helm-docs: $(STAMP)
+	$(BIN)/python -m tests.deploy.helm_values --write
 
 ## The README's test command: lint, strict type check, alert rules, deployment artefacts, the
 ## whole test suite.

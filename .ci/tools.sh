@@ -4,6 +4,7 @@
 #   source .ci/tools.sh
 #   checkov="$(tool_venv checkov checkov==3.3.30)/checkov"
 #   helm="$(helm_binary)"
+#   python="$(project_python)"   # runs the checks in tests/deploy/
 
 set -euo pipefail
 ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
@@ -43,4 +44,12 @@ helm_binary() {
   fi
   "$helm" version --short >/dev/null 2>&1 || die "$helm does not run"
   echo "$helm"
+}
+
+# The project's virtual environment (make venv), where the checks in tests/deploy/ run: they
+# import the worker, to hold the deployment to its settings.
+project_python() {
+  local python="$ROOT/.venv/bin/python"
+  [ -x "$python" ] || die "no $python: make venv creates it"
+  echo "$python"
 }

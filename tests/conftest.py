@@ -16,6 +16,10 @@ from tests.support import Queues, make_queues, moto_server_process
 from worker.config import LogFormat, LogLevel
 from worker.logs import configure_logging
 
+# What users deploy is checked by .ci/check-helm and .ci/check-cloudformation (make deploy-check),
+# which install the pinned tools those tests need and run them by path: not collected otherwise.
+collect_ignore = ["deploy"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def clean_environment() -> Iterator[None]:
