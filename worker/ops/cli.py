@@ -28,7 +28,7 @@ from worker._version import __version__
 from worker.config import HandlerType, LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError, StartupError
 from worker.logs import configure_logging
-from worker.ops import completion, dlq_cli, invoke_cli
+from worker.ops import completion, dlq_args, invoke_cli
 from worker.ops.cli_help import HelpFormatter, command, option, setting
 from worker.ops.local import DEFAULT_PORT
 from worker.ops.publish import Event, parse_attribute, read_lines
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     _local_command(commands)
     invoke_cli.add_command(commands, _invoke_common)
-    dlq_cli.add_commands(commands, _common)
+    dlq_args.add_commands(commands, _common)
     _healthcheck_command(commands)
     completion.add_command(commands)
     return parser
@@ -635,6 +635,8 @@ async def _completion(_: Settings, args: argparse.Namespace) -> int:
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops import dlq_cli  # noqa: PLC0415 -- not loaded by a worker that consumes
+
     return await dlq_cli.run(settings, args)
 
 
