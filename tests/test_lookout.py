@@ -101,19 +101,19 @@ class Pool:
 
 
 class WatchedQueue(MemoryQueue):
-    """An in-memory queue that notes which task (which poller) each fruitful receive ran in."""
+    """An in-memory queue that notes which tasks (which pollers) ask it, once ``watching``."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.receivers: set[asyncio.Task[object] | None] = set()
+        self.watching = False
+        self.askers: set[asyncio.Task[object] | None] = set()
 
     async def receive(
         self, max_messages: int, wait_seconds: int, visibility_timeout: int | None = None
     ) -> Sequence[MessageTypeDef]:
-        messages = await super().receive(max_messages, wait_seconds, visibility_timeout)
-        if messages:
-            self.receivers.add(asyncio.current_task())
-        return messages
+        if self.watching:
+            self.askers.add(asyncio.current_task())
+        return await super().receive(max_messages, wait_seconds, visibility_timeout)
 
 
 async def test_an_idle_pool_makes_one_receive_per_wait() -> None:
@@ -129,10 +129,11 @@ async def test_messages_after_an_idle_spell_wake_every_poller() -> None:
     queue = WatchedQueue()
     async with Pool(queue, seconds=0.2) as pool:
         await asyncio.sleep(1.5)  # four pollers now wait for news
+        queue.watching = True
         for n in range(100):
             queue.send(str(n))
         async with asyncio.timeout(5):
             await queue.join()
         assert pool.runner.counts["succeeded"] == 100
-    # The one receiving took the first ten; the others, woken, took the rest with it.
-    assert len(queue.receivers) == 5
+    # The one receiving took the first ten and woke the others, which asked again too.
+    assert len(queue.askers) == 5
