@@ -3,13 +3,13 @@
 ``python -m bench`` (``make bench``) runs every scenario; ``--scenario A`` (repeatable) picks
 some, ``--rounds N`` sets the rounds (3 by default), ``--quick`` runs fewer messages for a smoke
 test. Each round of a scenario runs, one after the other and in alternating order, the worker
-(``python -m worker run`` with a handler from :mod:`bench.handlers`) and the ceiling
-(:mod:`bench.ceiling`: bare ``ReceiveMessage(10)`` + ``DeleteMessageBatch`` loops, as many as
-the worker has pollers), each in a process of its own, on a fresh queue (with a DLQ) of the
-same moto server, which also runs in a process of its own (:mod:`bench.moto_server`, patched so
-that a receive does not rescan the queue, ``--no-patch`` for stock moto; served with HTTP/1.1
-keep-alive as real SQS endpoints are, ``--werkzeug`` for moto's own connection-per-request
-server).
+(``worker run`` with a handler from :mod:`bench.handlers`, launched by :mod:`bench.consumer`,
+which installs the probe first) and the ceiling (:mod:`bench.ceiling`: bare
+``ReceiveMessage(10)`` + ``DeleteMessageBatch`` loops, as many as the worker has pollers),
+each in a process of its own, on a fresh queue (with a DLQ) of the same moto server, which also
+runs in a process of its own (:mod:`bench.moto_server`, patched so that a receive does not
+rescan the queue, ``--no-patch`` for stock moto; served with HTTP/1.1 keep-alive as real SQS
+endpoints are, ``--werkzeug`` for moto's own connection-per-request server).
 
 The queue is fed while it is consumed, by this process: a backlog of ``--backlog`` messages,
 visible or in flight, is kept, with at least 100 visible (moto's receives still scan the queue,
@@ -19,6 +19,9 @@ instead. Bodies are SNS notification envelopes, as an SNS-subscribed queue recei
 
 Every figure is the median and the min-max over the rounds, and a ratio to the ceiling of the
 same round; rates and CPU are taken between 10% and 90% of the messages (:mod:`bench.probe`).
+In F10 and F100 the Lambda handler runs in execution environments, the worker's child
+processes: they append the ids they handle to a file that the worker's probe follows, and the
+CPU per message is the worker process's plus its environments', each also shown apart.
 Each run counts message ids: a message lost, seen twice, or left on the queue fails the run.
 Each run's line also splits the broker's CPU per message by kind of call (``moto_ms_*``, from
 :class:`bench.moto_server.CallCosts`), and what it spent outside any call (its HTTP server's
@@ -51,6 +54,7 @@ from aiobotocore.session import get_session
 from bench import brokers
 from bench.brokers import Broker, free_port
 from bench.handlers import skewed_mean
+from bench.probe import SHARED_IDS, process_cpu
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -60,7 +64,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 WAIT_SECONDS = 2  # long polls of the worker and the ceiling: short, so that rounds end quickly
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --- scenarios ---------------------------------------------------------------------------------
@@ -72,7 +75,7 @@ class Scenario:
 
     key: str
     title: str
-    handler: str
+    handler: str  # WORKER_HANDLER
     concurrency: int
     messages: int
     quick_messages: int
@@ -82,48 +85,40 @@ class Scenario:
     skewed: bool = False  # heavy-tailed handler durations (C)
 
     @property
+    def in_environments(self) -> bool:
+        """Whether the handler runs in Lambda execution environments, child processes."""
+        return self.worker_env.get("WORKER_HANDLER_TYPE") == "lambda"
+
+    @property
     def pollers(self) -> int:
         """The worker's default poller count for this scenario (the ceiling runs as many)."""
-        if self.worker_env.get("WORKER_HANDLER_TYPE") == "lambda":
-            batch = int(self.worker_env.get("WORKER_BATCH_SIZE", "10"))
-        else:
-            batch = 1
+        batch = int(self.worker_env.get("WORKER_BATCH_SIZE", "10")) if self.in_environments else 1
         return max(1, min(10, self.concurrency, -(-self.concurrency * batch // 10)))
 
 
 SCENARIOS = [
-    Scenario("A", "no-op handler, concurrency 50", "noop", 50, 20_000, 1500),
-    Scenario("B", "I/O-bound handler (sleep 50 ms), concurrency 50", "sleep", 50, 15_000, 1500,
-             sleep=0.05),
+    Scenario("A", "no-op handler, concurrency 50", "bench.handlers:noop", 50, 20_000, 1500),
+    Scenario("B", "I/O-bound handler (sleep 50 ms), concurrency 50", "bench.handlers:sleep",
+             50, 15_000, 1500, sleep=0.05),
     Scenario("B10", "I/O-bound handler (sleep 50 ms), concurrency 10: the broker not the limit",
-             "sleep", 10, 3000, 1000, sleep=0.05),
-    Scenario("C", "skewed latency (most ~20 ms, 1% ~2 s), concurrency 100", "skewed", 100,
-             15_000, 1500, skewed=True),
-    Scenario("D", "end-to-end latency, SNS publish at 40/s, concurrency 50", "latency", 50, 1200,
-             300, publish_rate=40.0),
-    Scenario("E", "memory over 100,000 messages, no-op handler, concurrency 50", "noop", 50,
-             100_000, 10_000),
-    Scenario("F10", "Lambda handler, batch size 10, concurrency 5", "lambda_noop", 5, 6000, 1500,
+             "bench.handlers:sleep", 10, 3000, 1000, sleep=0.05),
+    Scenario("C", "skewed latency (most ~20 ms, 1% ~2 s), concurrency 100",
+             "bench.handlers:skewed", 100, 15_000, 1500, skewed=True),
+    Scenario("D", "end-to-end latency, SNS publish at 40/s, concurrency 50",
+             "bench.handlers:latency", 50, 1200, 300, publish_rate=40.0),
+    Scenario("E", "memory over 100,000 messages, no-op handler, concurrency 50",
+             "bench.handlers:noop", 50, 100_000, 10_000),
+    Scenario("F10", "Lambda handler, batch size 10, concurrency 5",
+             "bench.lambda_function:handler", 5, 6000, 1500,
              worker_env={"WORKER_HANDLER_TYPE": "lambda", "WORKER_BATCH_SIZE": "10"}),
-    Scenario("F100", "Lambda handler, batch size 100, 1 s window, concurrency 5", "lambda_noop",
-             5, 6000, 1500,
+    Scenario("F100", "Lambda handler, batch size 100, 1 s window, concurrency 5",
+             "bench.lambda_function:handler", 5, 6000, 1500,
              worker_env={"WORKER_HANDLER_TYPE": "lambda", "WORKER_BATCH_SIZE": "100",
                          "WORKER_MAX_BATCHING_WINDOW": "1"}),
 ]  # fmt: skip
 
 
-# The Lambda scenarios: their handler runs in execution environments (processes of their own)
-# from this release on, where the probe, built for one consumer process, cannot count it yet.
-_IN_ENVIRONMENTS = frozenset({"F10", "F100"})
-
-
 # --- the broker's CPU ---------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 class CpuSampler:
@@ -322,7 +317,7 @@ def consumer_command(kind: str, scenario: Scenario, profile: Path | None) -> lis
     """The consumer's command line."""
     if kind == "ceiling":
         return [sys.executable, "-m", "bench.ceiling"]
-    command = [sys.executable, "-m", "worker", "run"]
+    command = [sys.executable, "-m", "bench.consumer"]  # worker run, with the probe installed
     if profile is not None:
         out = profile / f"{scenario.key}-{uuid.uuid4().hex[:6]}.txt"
         spy = Path(sys.executable).with_name("py-spy")
@@ -353,7 +348,7 @@ def consumer_env(
         WORKER_QUEUE_URL=queue.url,
         WORKER_ENDPOINT_URL=endpoint,
         WORKER_REGION=REGION,
-        WORKER_HANDLER=f"bench.handlers:{scenario.handler}",
+        WORKER_HANDLER=scenario.handler,
         WORKER_CONCURRENCY=str(scenario.concurrency),
         WORKER_WAIT_TIME_SECONDS=str(WAIT_SECONDS),
         WORKER_HTTP_PORT=str(port),
@@ -363,6 +358,8 @@ def consumer_env(
         **scenario.worker_env,
     )
     env["BENCH_HTTP_PORT"] = str(port)
+    if scenario.in_environments:
+        env[SHARED_IDS] = str(result.with_name(f"{result.stem}-environments.ids"))
     if scenario.sleep is not None:
         env["BENCH_SLEEP"] = str(scenario.sleep)
     return env
@@ -589,12 +586,8 @@ def call_figures(data: dict[str, Any]) -> dict[str, float]:
 def figures_of(data: dict[str, Any], total: int) -> dict[str, float]:
     """Rates, CPU, memory and latency from a probe's result."""
     figures: dict[str, float] = {"peak_rss_mb": data["hwm_kb"] / 1024}
-    points = data["points"]
-    if "window_start" in points and "window_end" in points:
-        start, end = points["window_start"], points["window_end"]
-        count = round(total * 0.9) - round(total * 0.1)
-        figures["rate"] = count / (end["time"] - start["time"])
-        figures["cpu_per_1000"] = (end["cpu"] - start["cpu"]) / count * 1000
+    figures.update(window_figures(data, total))
+    figures.update(environment_figures(data))
     if data["latencies"]:
         latencies = sorted(data["latencies"])
         figures["latency_p50_ms"] = percentile(latencies, 0.50) * 1000
@@ -604,6 +597,69 @@ def figures_of(data: dict[str, Any], total: int) -> dict[str, float]:
     samples = data["rss_samples"]
     if samples:
         figures.update(rss_trend(samples, total))
+    return figures
+
+
+def window_figures(data: dict[str, Any], total: int) -> dict[str, float]:
+    """Rate and CPU per 1,000 messages between 10% and 90% of the messages.
+
+    The CPU is the consumer process's and its live children's (the Lambda environments, where
+    the handler runs in them), and each apart where there are environments.
+    """
+    points = data["points"]
+    if "window_start" not in points or "window_end" not in points:
+        return {}
+    start, end = points["window_start"], points["window_end"]
+    count = round(total * 0.9) - round(total * 0.1)
+    process = (end["cpu"] - start["cpu"]) / count * 1000
+    children = environments_cpu(
+        start["children_cpu"], end["children_cpu"], data.get("environments_started_cpu", {})
+    )
+    children = children / count * 1000
+    figures = {
+        "rate": count / (end["time"] - start["time"]),
+        "cpu_per_1000": process + children,
+        "cpu_per_1000_process": process,
+    }
+    if data.get("environments_kb"):
+        figures["cpu_per_1000_environments"] = children
+    return figures
+
+
+def environments_cpu(
+    start: dict[str, float], end: dict[str, float], started: dict[str, float]
+) -> float:
+    """CPU seconds the environments spent between the marks, their start-ups left out.
+
+    Each environment alive at the end counts from the later of the window's start and the end
+    of its own start-up (its first invocation): environments start on demand, and one started
+    inside the window would otherwise add an interpreter's start and the function's imports to
+    the steady state, as the worker's own start-up is kept out of it.
+    """
+    return sum(
+        max(0.0, cpu - max(start.get(pid, 0.0), started.get(pid, 0.0))) for pid, cpu in end.items()
+    )
+
+
+def environment_figures(data: dict[str, Any]) -> dict[str, float]:
+    """How many Lambda environments there were at the end, and their memory at rest."""
+    environments = data.get("environments_kb")
+    if not environments:
+        return {}
+    figures = {
+        "environments": len(environments),
+        "environment_rss_mb": statistics.median(rss for rss, _ in environments) / 1024,
+        "environment_peak_rss_mb": max(hwm for _, hwm in environments) / 1024,
+    }
+    started = data.get("environments_started_cpu")
+    if started:
+        figures["environment_start_cpu_ms"] = statistics.median(started.values()) * 1000
+    points = data["points"]
+    if "window_start" in points and "window_end" in points:
+        before = points["window_start"]["children_cpu"]
+        figures["environments_started_in_window"] = sum(
+            pid not in before for pid in points["window_end"]["children_cpu"]
+        )
     return figures
 
 
@@ -680,7 +736,10 @@ def scenario_figures(scenario: Scenario) -> list[Figure]:
     return [
         Figure("throughput", "rate", "msg/s"),
         Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"),
-        Figure("peak RSS", "peak_rss_mb", "MB"),
+        Figure("CPU per 1,000 msgs: worker process", "cpu_per_1000_process", "s"),
+        Figure("CPU per 1,000 msgs: environments", "cpu_per_1000_environments", "s"),
+        Figure("peak RSS: worker process", "peak_rss_mb", "MB"),
+        Figure("RSS at rest, each environment (median)", "environment_rss_mb", "MB", ratio=False),
         *moto,
     ]
 
@@ -816,9 +875,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenario",
         action="append",
         choices=keys,
-        help="default: all but F10 and F100 (their handler now runs in Lambda execution "
-        "environments, other processes, where the probe cannot yet count it; "
-        "python -m bench.environments measures an environment's own cost)",
+        help="default: all (F10 and F100 count their Lambda execution environments' CPU with "
+        "the worker's; python -m bench.environments measures an environment's own cost)",
     )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 if --quick)")
     parser.add_argument("--quick", action="store_true", help="fewer messages: a smoke test")
@@ -858,11 +916,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]]]:
     """Start the broker, run the scenarios, return every run."""
-    chosen = [
-        s
-        for s in SCENARIOS
-        if (s.key in args.scenario if args.scenario else s.key not in _IN_ENVIRONMENTS)
-    ]
+    chosen = [s for s in SCENARIOS if not args.scenario or s.key in args.scenario]
     chosen.sort(key=lambda s: s.messages)  # the long one (E) last: the others report sooner
     results: dict[str, list[tuple[Run, Run]]] = {}
     with (
