@@ -23,6 +23,10 @@ In F10 and F100 the Lambda handler runs in execution environments, the worker's 
 processes: they append the ids they handle to a file that the worker's probe follows, and the
 CPU per message is the worker process's plus its environments', each also shown apart.
 Each run counts message ids: a message lost, seen twice, or left on the queue fails the run.
+The table also gives the SQS requests each consumer sent per 1,000 messages (counted in the
+consumer, :func:`bench.probe.count_requests`), by action, and what they would cost on SQS; the
+peak RSS target is relative to the fixed stack's own peak (``python -m bench.floor --lean``),
+measured once at the start of the run.
 Each run's line also splits the broker's CPU per message by kind of call (``moto_ms_*``, from
 :class:`bench.moto_server.CallCosts`), and what it spent outside any call (its HTTP server's
 I/O loop), so that a difference in the broker's CPU can be traced to its cause.
@@ -35,6 +39,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -376,6 +381,7 @@ class Round:
     workdir: Path
     worker_path: str | None
     profile: Path | None
+    floor_mb: float  # the fixed stack's peak RSS (bench.floor --lean), the RSS target's base
 
 
 @contextlib.asynccontextmanager
@@ -443,6 +449,7 @@ async def run_once(kind: str, spec: Round) -> Run:
         return Run(kind, False, [f"feeding the queue failed: {feed_error!r}"], {})
     run = judge(kind, spec, result, log_path, process.returncode, left, moto_cpu, moto)
     run.figures.update(broker_figures(calls, moto_cpu, spec.total))
+    run.figures["floor_rss_mb"] = spec.floor_mb  # saved with the run, for --table
     return run
 
 
@@ -682,6 +689,9 @@ def rss_trend(samples: list[list[float]], total: int) -> dict[str, float]:
 # --- rounds, figures and the table -------------------------------------------------------------
 
 
+Target = Callable[[dict[str, float], dict[str, float]], float]  # (worker, ceiling) -> value
+
+
 @dataclass
 class Figure:
     """One line of the table: a figure, how it compares, and its target."""
@@ -690,57 +700,98 @@ class Figure:
     key: str
     unit: str
     ratio: bool = True  # show worker / ceiling
-    target: Callable[[dict[str, float], dict[str, float]], float] | None = None
+    target: Target | None = None  # the value the verdict judges
     target_text: str = ""
-    threshold: float | None = None
-    at_most: bool = False  # the target is an upper bound
+    low: float = -math.inf  # the target is met when low <= value <= high
+    high: float = math.inf
+    parts: tuple[str, ...] = ()  # several figures in one cell, "a / b / c", instead of ``key``
+
+
+def of_ceiling(key: str) -> Target:
+    """The worker's figure as a multiple of the ceiling's."""
+    return lambda w, c: w[key] / c[key]
+
+
+# Peak RSS may exceed the fixed stack's own peak (python -m bench.floor --lean, measured in the
+# same run) by this much.
+RSS_ABOVE_FLOOR_MB = 3.0
 
 
 def scenario_figures(scenario: Scenario) -> list[Figure]:
     """The figures a scenario reports, with the issue's targets."""
-    rate = Figure("throughput", "rate", "msg/s", target=lambda w, c: w["rate"] / c["rate"],
-                  target_text="≥ 1.0x ceiling", threshold=1.0)  # fmt: skip
-    cpu = Figure("CPU per 1,000 msgs", "cpu_per_1000", "s", target=lambda w, c: w["cpu_per_1000"],
-                 target_text="≤ 0.35 s", threshold=0.35, at_most=True)  # fmt: skip
-    rss = Figure("peak RSS", "peak_rss_mb", "MB", target=lambda w, c: w["peak_rss_mb"],
-                 target_text="≤ 60 MB", threshold=60, at_most=True)  # fmt: skip
-    moto = [
-        Figure("moto CPU per message", "moto_cpu_ms_per_message", "ms"),
-        Figure("moto busy (CPU s/s)", "moto_busy", "", ratio=False),
-    ]
-    ideal = Figure("throughput / ideal", "rate", "msg/s", target=of_ideal(scenario),
-                   target_text="≥ 0.9 of min(ideal, ceiling)", threshold=0.9)  # fmt: skip
-    if scenario.key == "A":
-        return [rate, cpu, rss, *moto]
-    if scenario.key in {"B", "B10", "C"}:
-        extra = [rss] if scenario.key == "B" else []
+    key = scenario.key
+    rss = Figure("peak RSS", "peak_rss_mb", "MB", high=RSS_ABOVE_FLOOR_MB,
+                 target=lambda w, c: w["peak_rss_mb"] - w["floor_rss_mb"],
+                 target_text=f"≤ floor + {RSS_ABOVE_FLOOR_MB:g} MB")  # fmt: skip
+    cpu = Figure("CPU per message (steady state)", "cpu_per_1000", "ms")
+    if key in {"A", "B", "C"}:
+        cpu.target, cpu.target_text, cpu.high = of_ceiling("cpu_per_1000"), "≤ 1.0x ceiling", 1.0
+    tail = [*request_rows(scenario), *broker_rows()]
+    if key == "A":
+        rate = Figure("throughput", "rate", "msg/s", target=of_ceiling("rate"),
+                      target_text="≥ 1.0x ceiling", low=1.0)  # fmt: skip
+        return [rate, cpu, rss, *tail]
+    if key in {"B", "B10", "C"}:
+        ideal = ideal_figure(scenario, 0.9 if key == "B10" else 0.95)
+        extra = [rss] if key == "B" else []
         receive = Figure("ReceiveMessage round trip (mean)", "receive_ms", "ms")
-        return [ideal, Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"), *extra, receive, *moto]
-    if scenario.key == "D":
+        return [ideal, cpu, *extra, receive, *tail]
+    if key == "D":
         p99 = Figure("p99 publish → start", "latency_p99_ms", "ms",
-                     target=lambda w, c: w["latency_p99_ms"] / c["latency_p99_ms"],
-                     target_text="≤ 1.5x ceiling", threshold=1.5, at_most=True)  # fmt: skip
-        return [Figure("p50 publish → start", "latency_p50_ms", "ms"), p99, *moto]
-    if scenario.key == "E":
+                     target=of_ceiling("latency_p99_ms"), target_text="≤ 1.5x ceiling",
+                     high=1.5)  # fmt: skip
+        return [Figure("p50 publish → start", "latency_p50_ms", "ms"), p99, *tail]
+    if key == "E":
         growth = Figure("RSS growth 10%→end", "rss_growth_mb", "MB", ratio=False,
                         target=lambda w, c: w["rss_growth_mb"], target_text="flat (≤ 2 MB)",
-                        threshold=2.0, at_most=True)  # fmt: skip
+                        high=2.0)  # fmt: skip
         return [
             Figure("throughput", "rate", "msg/s"),
             Figure("RSS after 10%", "rss_early_mb", "MB"),
             Figure("RSS at the end", "rss_late_mb", "MB"),
             growth,
-            Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"),
-            *moto,
+            cpu,
+            *tail,
         ]
     return [
         Figure("throughput", "rate", "msg/s"),
-        Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"),
-        Figure("CPU per 1,000 msgs: worker process", "cpu_per_1000_process", "s"),
-        Figure("CPU per 1,000 msgs: environments", "cpu_per_1000_environments", "s"),
+        cpu,
+        Figure("CPU per message: worker process", "cpu_per_1000_process", "ms"),
+        Figure("CPU per message: environments", "cpu_per_1000_environments", "ms"),
         Figure("peak RSS: worker process", "peak_rss_mb", "MB"),
         Figure("RSS at rest, each environment (median)", "environment_rss_mb", "MB", ratio=False),
-        *moto,
+        *tail,
+    ]
+
+
+def ideal_figure(scenario: Scenario, at_least: float) -> Figure:
+    """Throughput as a fraction of the ideal, or of the ceiling where that is lower."""
+    return Figure("throughput / ideal", "rate", "msg/s", target=of_ideal(scenario),
+                  target_text=f"≥ {at_least:g} of min(ideal, ceiling)", low=at_least)  # fmt: skip
+
+
+def request_rows(scenario: Scenario) -> list[Figure]:
+    """SQS requests per 1,000 messages, by action, and what they would cost on SQS."""
+    requests = Figure("SQS requests per 1,000 msgs", "requests_per_1000", "")
+    if scenario.key in {"B", "C"}:
+        requests.target, requests.high = of_ceiling("requests_per_1000"), 1.05
+        requests.target_text = "≤ 1.05x ceiling"
+    else:
+        requests.target = lambda w, c: w["requests_per_1000"] / FLOOR_PER_1000
+        requests.low, requests.high = 0.9, 1.1
+        requests.target_text = f"within 10% of {FLOOR_PER_1000}"
+    split = Figure("receive / delete / visibility / attributes / other per 1,000", "", "",
+                   ratio=False, parts=(*(f"req_{a}" for a in ACTIONS), "req_other"))  # fmt: skip
+    price = f"${PRICE_PER_MILLION_REQUESTS:.2f}/M requests"
+    cost = Figure(f"$ per million msgs at {price}", "usd_per_million_messages", "")
+    return [requests, split, cost]
+
+
+def broker_rows() -> list[Figure]:
+    """The broker's CPU per message and how busy it was (keys named when moto was the only one)."""
+    return [
+        Figure("broker CPU per message", "moto_cpu_ms_per_message", "ms"),
+        Figure("broker busy (CPU s/s)", "moto_busy", "", ratio=False),
     ]
 
 
@@ -792,6 +843,9 @@ def table_rows(
     """(figure, worker, ceiling, ratio, target, verdict) for one scenario."""
     rows = []
     for figure in scenario_figures(scenario):
+        if figure.parts:
+            rows.append(parts_row(figure, pairs))
+            continue
         workers = [w.figures.get(figure.key, float("nan")) for w, _ in pairs]
         ceilings = [c.figures.get(figure.key, float("nan")) for _, c in pairs]
         d = digits_for(workers + ceilings)
@@ -800,21 +854,43 @@ def table_rows(
             ratio = spread(
                 [w / c if c else float("nan") for w, c in zip(workers, ceilings, strict=True)], 2
             )
-        verdict = target_text = ""
-        if figure.target is not None and figure.threshold is not None:
-            values = []
-            for w, c in pairs:
-                with contextlib.suppress(KeyError, ZeroDivisionError):
-                    values.append(figure.target(w.figures, c.figures))
-            target_text = figure.target_text
-            if values:
-                median = statistics.median(values)
-                met = median <= figure.threshold if figure.at_most else median >= figure.threshold
-                verdict = f"{'met' if met else 'MISSED'} ({spread(values, 2)})"
         unit = f" {figure.unit}" if figure.unit else ""
         rows.append((f"{figure.name}{unit}", spread(workers, d), spread(ceilings, d), ratio,
-                     target_text, verdict))  # fmt: skip
+                     *judged(figure, pairs)))  # fmt: skip
     return rows
+
+
+def parts_row(figure: Figure, pairs: list[tuple[Run, Run]]) -> tuple[str, str, str, str, str, str]:
+    """A row of several figures in one cell each for the worker and the ceiling: their medians."""
+    cells = [
+        " / ".join(compact([run.figures.get(part, float("nan")) for run in runs])
+                   for part in figure.parts)
+        for runs in ([w for w, _ in pairs], [c for _, c in pairs])
+    ]  # fmt: skip
+    return figure.name, cells[0], cells[1], "", "", ""
+
+
+def judged(figure: Figure, pairs: list[tuple[Run, Run]]) -> tuple[str, str]:
+    """(target, verdict) of a figure: the median over the rounds against the target."""
+    if figure.target is None:
+        return "", ""
+    values = []
+    for w, c in pairs:
+        with contextlib.suppress(KeyError, ZeroDivisionError):
+            values.append(figure.target(w.figures, c.figures))
+    if not values:
+        return figure.target_text, ""
+    met = figure.low <= statistics.median(values) <= figure.high
+    return figure.target_text, f"{'met' if met else 'MISSED'} ({spread(values, 2)})"
+
+
+def compact(values: list[float]) -> str:
+    """The median, in few characters: ``100``, ``0.2``, ``0``."""
+    clean = [v for v in values if v == v]  # noqa: PLR0124 -- drops NaN
+    if not clean:
+        return "—"
+    median = statistics.median(clean)
+    return f"{median:.0f}" if abs(median) >= 10 else f"{median:.2g}"
 
 
 def render(results: dict[str, list[tuple[Run, Run]]]) -> str:
@@ -850,11 +926,12 @@ def machine() -> str:
 
 
 async def run_scenario(
-    scenario: Scenario, args: argparse.Namespace, broker: Broker, workdir: Path
+    scenario: Scenario, args: argparse.Namespace, broker: Broker, workdir: Path, floor_mb: float
 ) -> list[tuple[Run, Run]]:
     """Every round of a scenario: worker and ceiling, alternating which goes first."""
     total = args.messages or (scenario.quick_messages if args.quick else scenario.messages)
-    spec = Round(scenario, broker, total, args.backlog, workdir, args.worker_path, args.profile)
+    spec = Round(scenario, broker, total, args.backlog, workdir, args.worker_path, args.profile,
+                 floor_mb)  # fmt: skip
     pairs = []
     for index in range(args.rounds):
         order = ("ceiling", "worker") if index % 2 == 0 else ("worker", "ceiling")
@@ -914,10 +991,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]]]:
-    """Start the broker, run the scenarios, return every run."""
+async def main_async(
+    args: argparse.Namespace,
+) -> tuple[dict[str, list[tuple[Run, Run]]], dict[str, float]]:
+    """Measure the memory floor, start the broker, run the scenarios; every run, and the floor."""
     chosen = [s for s in SCENARIOS if not args.scenario or s.key in args.scenario]
     chosen.sort(key=lambda s: s.messages)  # the long one (E) last: the others report sooner
+    # Once, before the broker starts: the peak RSS targets are relative to it.
+    lean = await asyncio.to_thread(floor, "--lean")
     results: dict[str, list[tuple[Run, Run]]] = {}
     with (
         brokers.start(args.broker, patch=not args.no_patch, keep_alive=not args.werkzeug) as broker,
@@ -925,25 +1006,29 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]
     ):
         for scenario in chosen:
             print(f"{scenario.key}: {scenario.title}", flush=True)
-            results[scenario.key] = await run_scenario(scenario, args, broker, Path(tmp))
-    return results
+            results[scenario.key] = await run_scenario(
+                scenario, args, broker, Path(tmp), lean["after_request_mb"]
+            )
+    return results, lean
 
 
-def memory_floor() -> str:
-    """The fixed stack's own peak RSS (:mod:`bench.floor`), to read the RSS figures against."""
+def floor(*flags: str) -> dict[str, float]:
+    """The fixed stack's own peak RSS after each step (:mod:`bench.floor`), in a fresh process."""
+    command = [sys.executable, "-m", "bench.floor", *flags]
+    done = subprocess.run(  # noqa: S603 -- our own interpreter and module
+        command, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
-    def floor(*flags: str) -> dict[str, float]:
-        command = [sys.executable, "-m", "bench.floor", *flags]
-        done = subprocess.run(  # noqa: S603 -- our own interpreter and module
-            command, cwd=ROOT, capture_output=True, text=True, check=True
-        )
-        return json.loads(done.stdout)  # type: ignore[no-any-return]
 
-    stock, lean = floor(), floor("--lean")
+def memory_floor(lean: dict[str, float]) -> str:
+    """The floor (``lean``, measured at the start) and with botocore's whole endpoint table."""
+    stock = floor()
     return (
         "The fixed stack alone (python -m bench.floor: aiobotocore, structlog, prometheus-client "
         "and pydantic-settings imported, one SQS client, one request) peaks at "
-        f"{lean['after_request_mb']:.1f} MB with the worker's lean endpoint table, "
+        f"{lean['after_request_mb']:.1f} MB with the worker's lean endpoint table (the base of "
+        "the peak RSS targets), "
         f"{stock['after_request_mb']:.1f} MB with botocore's whole one "
         f"({lean['imports_mb']:.1f} MB after the imports)."
     )
@@ -966,7 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(saved_runs(args.table)))
         return 0
     started = time.monotonic()
-    results = asyncio.run(main_async(args))
+    results, lean = asyncio.run(main_async(args))
     print()
     if args.broker == "fauxqs":
         moto = f"fauxqs {brokers.FAUXQS_VERSION}"
@@ -982,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(results))
     print()
-    print(memory_floor())
+    print(memory_floor(lean))
     failed = [run for pairs in results.values() for pair in pairs for run in pair if not run.ok]
     if args.json is not None:
         args.json.write_text(
