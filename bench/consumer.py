@@ -1,6 +1,7 @@
 """``python -m bench.consumer``: the worker as deployed, with the benchmark's probe installed.
 
-Every benchmark that runs the worker runs this: it installs a :class:`~bench.probe.Probe` (from
+The benchmarks that measure the worker with a probe (:mod:`bench.run`, :mod:`bench.startup`,
+:mod:`bench.idle`) start it this way: it installs a :class:`~bench.probe.Probe` (from
 ``BENCH_RESULT`` and ``BENCH_EXPECTED``) and the request counter
 (:func:`~bench.probe.count_requests`) in this process, then calls the worker's own entry point,
 ``worker run`` (:func:`worker.ops.cli.main`), which reads its settings from the environment as

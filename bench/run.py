@@ -649,7 +649,7 @@ def environments_cpu(
 
 
 def environment_figures(data: dict[str, Any]) -> dict[str, float]:
-    """How many Lambda environments there were at the end, and their memory at rest."""
+    """The Lambda environments: how many, their memory at rest, and their start-ups' CPU."""
     environments = data.get("environments_kb")
     if not environments:
         return {}
