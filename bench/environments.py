@@ -23,6 +23,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from bench.probe import memory_kb, process_cpu
 from worker.config import HandlerType, LogFormat, LogLevel, Settings
 from worker.lambda_.env import FunctionIdentity
 from worker.lambda_.environments import (
@@ -54,16 +55,7 @@ def event_of(records: int) -> bytes:
 
 def rss_mb(pid: int) -> float:
     """Resident memory of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return memory_kb(pid)[0] / 1024
 
 
 async def measure(invocations: int) -> None:
@@ -95,7 +87,7 @@ async def measure(invocations: int) -> None:
         for _ in range(20):  # warm the path
             await pool.invoke(event, time.monotonic() + 30)
         worker_cpu = resource.getrusage(resource.RUSAGE_SELF)
-        env_cpu = cpu_seconds(pid)
+        env_cpu = process_cpu(pid)
         begin = time.perf_counter()
         for _ in range(invocations):
             await pool.invoke(event, time.monotonic() + 30)
@@ -104,7 +96,7 @@ async def measure(invocations: int) -> None:
         worker_used = (after.ru_utime + after.ru_stime) - (
             worker_cpu.ru_utime + worker_cpu.ru_stime
         )
-        env_used = cpu_seconds(pid) - env_cpu
+        env_used = process_cpu(pid) - env_cpu
         print(
             f"batch {records:>3}: {wall * 1000:.2f} ms per invocation "
             f"(event {len(event) / 1024:.0f} KiB); CPU per invocation: "

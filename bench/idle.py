@@ -1,15 +1,15 @@
 """Idle cost: the SQS requests a worker makes per hour with nothing to do, and what a fleet pays.
 
 ``python -m bench.idle [--seconds S] [--broker moto|fauxqs]`` runs the worker as deployed
-(``python -m worker run``, ``bench.handlers:noop``) on an empty queue for ``S`` seconds (120 by
-default), at the default settings (concurrency 10: one poller) and at the benchmarks'
-concurrency of 50 (five pollers), both at once on queues of their own, and counts every request
-each sends (:func:`bench.probe.count_requests`) from 10 s after its start, when start-up is
-over. It prints, per configuration, requests per hour per replica by action, the least the
-settings allow (one receive per ``WORKER_WAIT_TIME_SECONDS``: one poller keeps watch while the
-queue is empty, whatever their number; and two depth reads, the queue's and its DLQ's, per
-``WORKER_DEPTH_INTERVAL_SECONDS``), and the requests and dollars per month of 1, 10 and 50 idle
-replicas at SQS's price.
+(``worker run``, launched by :mod:`bench.consumer` with ``bench.handlers:noop``) on an empty
+queue for ``S`` seconds (120 by default), at the default settings (concurrency 10: one poller)
+and at the benchmarks' concurrency of 50 (five pollers), both at once on queues of their own,
+and counts every request each sends (:func:`bench.probe.count_requests`) from 10 s after its
+start, when start-up is over. It prints, per configuration, requests per hour per replica by
+action, the least the settings allow (one receive per ``WORKER_WAIT_TIME_SECONDS``: one poller
+keeps watch while the queue is empty, whatever their number; and two depth reads, the queue's
+and its DLQ's, per ``WORKER_DEPTH_INTERVAL_SECONDS``), and the requests and dollars per month of
+1, 10 and 50 idle replicas at SQS's price.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ async def idle_worker(
         WORKER_LOG_FORMAT="json",
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "run", cwd=ROOT, env=env,
+        sys.executable, "-m", "bench.consumer", cwd=ROOT, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     await asyncio.sleep(seconds)

@@ -10,6 +10,13 @@ writes everything as JSON when the process ends. It also counts every HTTP reque
 process's aiobotocore clients send, by SQS action (:func:`count_requests`): retries included,
 as the broker sees and SQS bills them.
 
+The worker's probe is installed by its launcher (:mod:`bench.consumer`, :func:`install`) and
+found by the bench handlers (:func:`installed`). A Lambda handler runs in execution
+environments, the worker's child processes: there each batch's ids are appended to a file
+shared with the worker (:func:`append_ids`), which a thread of the worker's probe follows
+(:class:`IdsFollower`). At each mark the probe takes the process's own CPU and, separately,
+its live children's (:func:`children_cpu`), so that the environments' share counts too.
+
 Figures are taken between the moments 10% and 90% of the expected messages were done, so that
 start-up, ramp-up and the tail of the last slow handlers do not weigh on them.
 """
@@ -17,22 +24,26 @@ start-up, ramp-up and the tail of the last slow handlers do not weigh on them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 WINDOW = (0.1, 0.9)  # the part of the run the rates and CPU figures are taken over
 _RSS_SAMPLE_SECONDS = 0.5
+_FOLLOW_SECONDS = 0.01  # how often the shared ids file is read: the marks' precision
+_TICK = os.sysconf("SC_CLK_TCK")
+SHARED_IDS = "BENCH_ENVIRONMENT_IDS"  # the file Lambda environments append their ids to
 
 
-def memory_kb() -> tuple[int, int]:
-    """This process's (VmRSS, VmHWM) in KiB."""
+def memory_kb(pid: int | str = "self") -> tuple[int, int]:
+    """A process's (VmRSS, VmHWM) in KiB; this one's by default."""
     rss = hwm = 0
-    with Path("/proc/self/status").open(encoding="ascii") as status:
+    with Path(f"/proc/{pid}/status").open(encoding="ascii") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
@@ -45,6 +56,30 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process, all threads."""
     times = os.times()
     return times.user + times.system
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def children(pid: int | str = "self") -> list[int]:
+    """The live child processes of a process (of any of its threads); this one's by default."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def children_cpu() -> dict[int, float]:
+    """User + system CPU seconds of each of this process's live children (Lambda environments)."""
+    spent = {}
+    for child in children():
+        with contextlib.suppress(OSError):  # ended meanwhile
+            spent[child] = process_cpu(child)
+    return spent
 
 
 class Probe:
@@ -99,6 +134,7 @@ class Probe:
             for name, mark in zip(("window_start", "window_end"), self._marks, strict=True):
                 if before < mark <= self.done_count:
                     self.points[name] = {"time": time.time(), "cpu": cpu_seconds(),
+                                         "children_cpu": children_cpu(),
                                          "requests": dict(self.requests)}  # fmt: skip
             # A duplicate ends the run a message early: the harness reports it, and the message
             # that was not received, from the ids.
@@ -148,6 +184,98 @@ class Probe:
         with self._lock:
             self._ids.close()
         self._path.write_text(json.dumps(self.result(**extra)), encoding="utf-8")
+
+
+_installed: list[Probe] = []  # the launcher's probe, for the handlers the worker imports by name
+
+
+def install(probe: Probe) -> None:
+    """Make ``probe`` this process's probe, the one the bench handlers report to (once only)."""
+    if _installed:
+        raise RuntimeError("this process has a probe already")
+    _installed.append(probe)
+
+
+def installed() -> Probe:
+    """This process's probe (see :mod:`bench.consumer`)."""
+    if not _installed:
+        raise RuntimeError("no probe: run the worker with python -m bench.consumer")
+    return _installed[0]
+
+
+_STARTED = "#started"  # a line of the shared file: "#started <pid> <CPU seconds>"
+
+
+@functools.cache
+def _shared_ids() -> int:
+    """The shared file, opened once per process, which first says what its start-up cost."""
+    started = cpu_seconds()
+    fd = os.open(os.environ[SHARED_IDS], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    _write_whole(fd, f"{_STARTED} {os.getpid()} {started}\n".encode("ascii"))
+    return fd
+
+
+def _write_whole(fd: int, data: bytes) -> None:
+    if os.write(fd, data) != len(data):
+        raise OSError(f"a short write to {os.environ[SHARED_IDS]}")
+
+
+def append_ids(ids: Iterable[str]) -> None:
+    """Append message ids to the file named by ``BENCH_ENVIRONMENT_IDS``, in one write.
+
+    One ``O_APPEND`` write per batch, so that the lines of concurrent environments do not
+    interleave. The first call of a process first appends the CPU the process had spent until
+    then: an environment's start-up, up to its first invocation, which the figures leave out of
+    the steady state as they leave out the worker's.
+    """
+    _write_whole(_shared_ids(), "".join(f"{message_id}\n" for message_id in ids).encode("ascii"))
+
+
+class IdsFollower:
+    """Counts in ``probe`` the ids other processes append to ``path`` (:func:`append_ids`).
+
+    Each id is taken up and done when it is read: the Lambda function does nothing else with
+    it. Each environment's start-up CPU, reported once, goes to ``extra``. The file is read
+    every 10 ms, so the marks are taken up to 10 ms late, alike at both ends of the window.
+    :meth:`stop` reads what is left, once the writers are gone.
+    """
+
+    def __init__(self, probe: Probe, path: Path) -> None:
+        self._probe = probe
+        self._fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+        self._pending = b""
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="bench-ids", daemon=True)
+
+    def start(self) -> None:
+        """Follow the file in a thread of its own."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Read the rest of the file, and stop following it."""
+        self._stopping.set()
+        self._thread.join()
+        os.close(self._fd)
+
+    def _follow(self) -> None:
+        while not self._stopping.wait(_FOLLOW_SECONDS):
+            self._read()
+        self._read()
+
+    def _read(self) -> None:
+        while chunk := os.read(self._fd, 64 * 1024):
+            self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        count = 0
+        for line in lines:
+            if line.startswith(_STARTED.encode("ascii")):
+                _, pid, cpu = line.split()
+                self._probe.extra.setdefault("environments_started_cpu", {})[int(pid)] = float(cpu)
+                continue
+            self._probe.start(line.decode("ascii"))
+            count += 1
+        if count:
+            self._probe.done(count)
 
 
 def count_requests(probe: Probe) -> None:

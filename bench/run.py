@@ -3,13 +3,13 @@
 ``python -m bench`` (``make bench``) runs every scenario; ``--scenario A`` (repeatable) picks
 some, ``--rounds N`` sets the rounds (3 by default), ``--quick`` runs fewer messages for a smoke
 test. Each round of a scenario runs, one after the other and in alternating order, the worker
-(``python -m worker run`` with a handler from :mod:`bench.handlers`) and the ceiling
-(:mod:`bench.ceiling`: bare ``ReceiveMessage(10)`` + ``DeleteMessageBatch`` loops, as many as
-the worker has pollers), each in a process of its own, on a fresh queue (with a DLQ) of the
-same moto server, which also runs in a process of its own (:mod:`bench.moto_server`, patched so
-that a receive does not rescan the queue, ``--no-patch`` for stock moto; served with HTTP/1.1
-keep-alive as real SQS endpoints are, ``--werkzeug`` for moto's own connection-per-request
-server).
+(``worker run`` with a handler from :mod:`bench.handlers`, launched by :mod:`bench.consumer`,
+which installs the probe first) and the ceiling (:mod:`bench.ceiling`: bare
+``ReceiveMessage(10)`` + ``DeleteMessageBatch`` loops, as many as the worker has pollers),
+each in a process of its own, on a fresh queue (with a DLQ) of the same moto server, which also
+runs in a process of its own (:mod:`bench.moto_server`, patched so that a receive does not
+rescan the queue, ``--no-patch`` for stock moto; served with HTTP/1.1 keep-alive as real SQS
+endpoints are, ``--werkzeug`` for moto's own connection-per-request server).
 
 The queue is fed while it is consumed, by this process: a backlog of ``--backlog`` messages,
 visible or in flight, is kept, with at least 100 visible (moto's receives still scan the queue,
@@ -19,7 +19,14 @@ instead. Bodies are SNS notification envelopes, as an SNS-subscribed queue recei
 
 Every figure is the median and the min-max over the rounds, and a ratio to the ceiling of the
 same round; rates and CPU are taken between 10% and 90% of the messages (:mod:`bench.probe`).
+In F10 and F100 the Lambda handler runs in execution environments, the worker's child
+processes: they append the ids they handle to a file that the worker's probe follows, and the
+CPU per message is the worker process's plus its environments', each also shown apart.
 Each run counts message ids: a message lost, seen twice, or left on the queue fails the run.
+The table also gives the SQS requests each consumer sent per 1,000 messages (counted in the
+consumer, :func:`bench.probe.count_requests`), by action, and what they would cost on SQS; the
+peak RSS target is relative to the fixed stack's own peak (``python -m bench.floor --lean``),
+measured once at the start of the run.
 Each run's line also splits the broker's CPU per message by kind of call (``moto_ms_*``, from
 :class:`bench.moto_server.CallCosts`), and what it spent outside any call (its HTTP server's
 I/O loop), so that a difference in the broker's CPU can be traced to its cause.
@@ -32,6 +39,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -51,6 +59,7 @@ from aiobotocore.session import get_session
 from bench import brokers
 from bench.brokers import Broker, free_port
 from bench.handlers import skewed_mean
+from bench.probe import SHARED_IDS, process_cpu
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -60,7 +69,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 WAIT_SECONDS = 2  # long polls of the worker and the ceiling: short, so that rounds end quickly
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --- scenarios ---------------------------------------------------------------------------------
@@ -72,7 +80,7 @@ class Scenario:
 
     key: str
     title: str
-    handler: str
+    handler: str  # WORKER_HANDLER
     concurrency: int
     messages: int
     quick_messages: int
@@ -82,48 +90,40 @@ class Scenario:
     skewed: bool = False  # heavy-tailed handler durations (C)
 
     @property
+    def in_environments(self) -> bool:
+        """Whether the handler runs in Lambda execution environments, child processes."""
+        return self.worker_env.get("WORKER_HANDLER_TYPE") == "lambda"
+
+    @property
     def pollers(self) -> int:
         """The worker's default poller count for this scenario (the ceiling runs as many)."""
-        if self.worker_env.get("WORKER_HANDLER_TYPE") == "lambda":
-            batch = int(self.worker_env.get("WORKER_BATCH_SIZE", "10"))
-        else:
-            batch = 1
+        batch = int(self.worker_env.get("WORKER_BATCH_SIZE", "10")) if self.in_environments else 1
         return max(1, min(10, self.concurrency, -(-self.concurrency * batch // 10)))
 
 
 SCENARIOS = [
-    Scenario("A", "no-op handler, concurrency 50", "noop", 50, 20_000, 1500),
-    Scenario("B", "I/O-bound handler (sleep 50 ms), concurrency 50", "sleep", 50, 15_000, 1500,
-             sleep=0.05),
+    Scenario("A", "no-op handler, concurrency 50", "bench.handlers:noop", 50, 20_000, 1500),
+    Scenario("B", "I/O-bound handler (sleep 50 ms), concurrency 50", "bench.handlers:sleep",
+             50, 15_000, 1500, sleep=0.05),
     Scenario("B10", "I/O-bound handler (sleep 50 ms), concurrency 10: the broker not the limit",
-             "sleep", 10, 3000, 1000, sleep=0.05),
-    Scenario("C", "skewed latency (most ~20 ms, 1% ~2 s), concurrency 100", "skewed", 100,
-             15_000, 1500, skewed=True),
-    Scenario("D", "end-to-end latency, SNS publish at 40/s, concurrency 50", "latency", 50, 1200,
-             300, publish_rate=40.0),
-    Scenario("E", "memory over 100,000 messages, no-op handler, concurrency 50", "noop", 50,
-             100_000, 10_000),
-    Scenario("F10", "Lambda handler, batch size 10, concurrency 5", "lambda_noop", 5, 6000, 1500,
+             "bench.handlers:sleep", 10, 3000, 1000, sleep=0.05),
+    Scenario("C", "skewed latency (most ~20 ms, 1% ~2 s), concurrency 100",
+             "bench.handlers:skewed", 100, 15_000, 1500, skewed=True),
+    Scenario("D", "end-to-end latency, SNS publish at 40/s, concurrency 50",
+             "bench.handlers:latency", 50, 1200, 300, publish_rate=40.0),
+    Scenario("E", "memory over 100,000 messages, no-op handler, concurrency 50",
+             "bench.handlers:noop", 50, 100_000, 10_000),
+    Scenario("F10", "Lambda handler, batch size 10, concurrency 5",
+             "bench.lambda_function:handler", 5, 6000, 1500,
              worker_env={"WORKER_HANDLER_TYPE": "lambda", "WORKER_BATCH_SIZE": "10"}),
-    Scenario("F100", "Lambda handler, batch size 100, 1 s window, concurrency 5", "lambda_noop",
-             5, 6000, 1500,
+    Scenario("F100", "Lambda handler, batch size 100, 1 s window, concurrency 5",
+             "bench.lambda_function:handler", 5, 6000, 1500,
              worker_env={"WORKER_HANDLER_TYPE": "lambda", "WORKER_BATCH_SIZE": "100",
                          "WORKER_MAX_BATCHING_WINDOW": "1"}),
 ]  # fmt: skip
 
 
-# The Lambda scenarios: their handler runs in execution environments (processes of their own)
-# from this release on, where the probe, built for one consumer process, cannot count it yet.
-_IN_ENVIRONMENTS = frozenset({"F10", "F100"})
-
-
 # --- the broker's CPU ---------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 class CpuSampler:
@@ -322,7 +322,7 @@ def consumer_command(kind: str, scenario: Scenario, profile: Path | None) -> lis
     """The consumer's command line."""
     if kind == "ceiling":
         return [sys.executable, "-m", "bench.ceiling"]
-    command = [sys.executable, "-m", "worker", "run"]
+    command = [sys.executable, "-m", "bench.consumer"]  # worker run, with the probe installed
     if profile is not None:
         out = profile / f"{scenario.key}-{uuid.uuid4().hex[:6]}.txt"
         spy = Path(sys.executable).with_name("py-spy")
@@ -353,7 +353,7 @@ def consumer_env(
         WORKER_QUEUE_URL=queue.url,
         WORKER_ENDPOINT_URL=endpoint,
         WORKER_REGION=REGION,
-        WORKER_HANDLER=f"bench.handlers:{scenario.handler}",
+        WORKER_HANDLER=scenario.handler,
         WORKER_CONCURRENCY=str(scenario.concurrency),
         WORKER_WAIT_TIME_SECONDS=str(WAIT_SECONDS),
         WORKER_HTTP_PORT=str(port),
@@ -363,6 +363,8 @@ def consumer_env(
         **scenario.worker_env,
     )
     env["BENCH_HTTP_PORT"] = str(port)
+    if scenario.in_environments:
+        env[SHARED_IDS] = str(result.with_name(f"{result.stem}-environments.ids"))
     if scenario.sleep is not None:
         env["BENCH_SLEEP"] = str(scenario.sleep)
     return env
@@ -379,6 +381,7 @@ class Round:
     workdir: Path
     worker_path: str | None
     profile: Path | None
+    floor_mb: float  # the fixed stack's peak RSS (bench.floor --lean), the RSS target's base
 
 
 @contextlib.asynccontextmanager
@@ -446,6 +449,7 @@ async def run_once(kind: str, spec: Round) -> Run:
         return Run(kind, False, [f"feeding the queue failed: {feed_error!r}"], {})
     run = judge(kind, spec, result, log_path, process.returncode, left, moto_cpu, moto)
     run.figures.update(broker_figures(calls, moto_cpu, spec.total))
+    run.figures["floor_rss_mb"] = spec.floor_mb  # saved with the run, for --table
     return run
 
 
@@ -589,12 +593,8 @@ def call_figures(data: dict[str, Any]) -> dict[str, float]:
 def figures_of(data: dict[str, Any], total: int) -> dict[str, float]:
     """Rates, CPU, memory and latency from a probe's result."""
     figures: dict[str, float] = {"peak_rss_mb": data["hwm_kb"] / 1024}
-    points = data["points"]
-    if "window_start" in points and "window_end" in points:
-        start, end = points["window_start"], points["window_end"]
-        count = round(total * 0.9) - round(total * 0.1)
-        figures["rate"] = count / (end["time"] - start["time"])
-        figures["cpu_per_1000"] = (end["cpu"] - start["cpu"]) / count * 1000
+    figures.update(window_figures(data, total))
+    figures.update(environment_figures(data))
     if data["latencies"]:
         latencies = sorted(data["latencies"])
         figures["latency_p50_ms"] = percentile(latencies, 0.50) * 1000
@@ -604,6 +604,69 @@ def figures_of(data: dict[str, Any], total: int) -> dict[str, float]:
     samples = data["rss_samples"]
     if samples:
         figures.update(rss_trend(samples, total))
+    return figures
+
+
+def window_figures(data: dict[str, Any], total: int) -> dict[str, float]:
+    """Rate and CPU per 1,000 messages between 10% and 90% of the messages.
+
+    The CPU is the consumer process's and its live children's (the Lambda environments, where
+    the handler runs in them), and each apart where there are environments.
+    """
+    points = data["points"]
+    if "window_start" not in points or "window_end" not in points:
+        return {}
+    start, end = points["window_start"], points["window_end"]
+    count = round(total * 0.9) - round(total * 0.1)
+    process = (end["cpu"] - start["cpu"]) / count * 1000
+    children = environments_cpu(
+        start["children_cpu"], end["children_cpu"], data.get("environments_started_cpu", {})
+    )
+    children = children / count * 1000
+    figures = {
+        "rate": count / (end["time"] - start["time"]),
+        "cpu_per_1000": process + children,
+        "cpu_per_1000_process": process,
+    }
+    if data.get("environments_kb"):
+        figures["cpu_per_1000_environments"] = children
+    return figures
+
+
+def environments_cpu(
+    start: dict[str, float], end: dict[str, float], started: dict[str, float]
+) -> float:
+    """CPU seconds the environments spent between the marks, their start-ups left out.
+
+    Each environment alive at the end counts from the later of the window's start and the end
+    of its own start-up (its first invocation): environments start on demand, and one started
+    inside the window would otherwise add an interpreter's start and the function's imports to
+    the steady state, as the worker's own start-up is kept out of it.
+    """
+    return sum(
+        max(0.0, cpu - max(start.get(pid, 0.0), started.get(pid, 0.0))) for pid, cpu in end.items()
+    )
+
+
+def environment_figures(data: dict[str, Any]) -> dict[str, float]:
+    """The Lambda environments: how many, their memory at rest, and their start-ups' CPU."""
+    environments = data.get("environments_kb")
+    if not environments:
+        return {}
+    figures = {
+        "environments": len(environments),
+        "environment_rss_mb": statistics.median(rss for rss, _ in environments) / 1024,
+        "environment_peak_rss_mb": max(hwm for _, hwm in environments) / 1024,
+    }
+    started = data.get("environments_started_cpu")
+    if started:
+        figures["environment_start_cpu_ms"] = statistics.median(started.values()) * 1000
+    points = data["points"]
+    if "window_start" in points and "window_end" in points:
+        before = points["window_start"]["children_cpu"]
+        figures["environments_started_in_window"] = sum(
+            pid not in before for pid in points["window_end"]["children_cpu"]
+        )
     return figures
 
 
@@ -626,6 +689,9 @@ def rss_trend(samples: list[list[float]], total: int) -> dict[str, float]:
 # --- rounds, figures and the table -------------------------------------------------------------
 
 
+Target = Callable[[dict[str, float], dict[str, float]], float]  # (worker, ceiling) -> value
+
+
 @dataclass
 class Figure:
     """One line of the table: a figure, how it compares, and its target."""
@@ -634,54 +700,98 @@ class Figure:
     key: str
     unit: str
     ratio: bool = True  # show worker / ceiling
-    target: Callable[[dict[str, float], dict[str, float]], float] | None = None
+    target: Target | None = None  # the value the verdict judges
     target_text: str = ""
-    threshold: float | None = None
-    at_most: bool = False  # the target is an upper bound
+    low: float = -math.inf  # the target is met when low <= value <= high
+    high: float = math.inf
+    parts: tuple[str, ...] = ()  # several figures in one cell, "a / b / c", instead of ``key``
+
+
+def of_ceiling(key: str) -> Target:
+    """The worker's figure as a multiple of the ceiling's."""
+    return lambda w, c: w[key] / c[key]
+
+
+# Peak RSS may exceed the fixed stack's own peak (python -m bench.floor --lean, measured in the
+# same run) by this much.
+RSS_ABOVE_FLOOR_MB = 3.0
 
 
 def scenario_figures(scenario: Scenario) -> list[Figure]:
     """The figures a scenario reports, with the issue's targets."""
-    rate = Figure("throughput", "rate", "msg/s", target=lambda w, c: w["rate"] / c["rate"],
-                  target_text="≥ 1.0x ceiling", threshold=1.0)  # fmt: skip
-    cpu = Figure("CPU per 1,000 msgs", "cpu_per_1000", "s", target=lambda w, c: w["cpu_per_1000"],
-                 target_text="≤ 0.35 s", threshold=0.35, at_most=True)  # fmt: skip
-    rss = Figure("peak RSS", "peak_rss_mb", "MB", target=lambda w, c: w["peak_rss_mb"],
-                 target_text="≤ 60 MB", threshold=60, at_most=True)  # fmt: skip
-    moto = [
-        Figure("moto CPU per message", "moto_cpu_ms_per_message", "ms"),
-        Figure("moto busy (CPU s/s)", "moto_busy", "", ratio=False),
-    ]
-    ideal = Figure("throughput / ideal", "rate", "msg/s", target=of_ideal(scenario),
-                   target_text="≥ 0.9 of min(ideal, ceiling)", threshold=0.9)  # fmt: skip
-    if scenario.key == "A":
-        return [rate, cpu, rss, *moto]
-    if scenario.key in {"B", "B10", "C"}:
-        extra = [rss] if scenario.key == "B" else []
+    key = scenario.key
+    rss = Figure("peak RSS", "peak_rss_mb", "MB", high=RSS_ABOVE_FLOOR_MB,
+                 target=lambda w, c: w["peak_rss_mb"] - w["floor_rss_mb"],
+                 target_text=f"≤ floor + {RSS_ABOVE_FLOOR_MB:g} MB")  # fmt: skip
+    cpu = Figure("CPU per message (steady state)", "cpu_per_1000", "ms")
+    if key in {"A", "B", "C"}:
+        cpu.target, cpu.target_text, cpu.high = of_ceiling("cpu_per_1000"), "≤ 1.0x ceiling", 1.0
+    tail = [*request_rows(scenario), *broker_rows()]
+    if key == "A":
+        rate = Figure("throughput", "rate", "msg/s", target=of_ceiling("rate"),
+                      target_text="≥ 1.0x ceiling", low=1.0)  # fmt: skip
+        return [rate, cpu, rss, *tail]
+    if key in {"B", "B10", "C"}:
+        ideal = ideal_figure(scenario, 0.9 if key == "B10" else 0.95)
+        extra = [rss] if key == "B" else []
         receive = Figure("ReceiveMessage round trip (mean)", "receive_ms", "ms")
-        return [ideal, Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"), *extra, receive, *moto]
-    if scenario.key == "D":
+        return [ideal, cpu, *extra, receive, *tail]
+    if key == "D":
         p99 = Figure("p99 publish → start", "latency_p99_ms", "ms",
-                     target=lambda w, c: w["latency_p99_ms"] / c["latency_p99_ms"],
-                     target_text="≤ 1.5x ceiling", threshold=1.5, at_most=True)  # fmt: skip
-        return [Figure("p50 publish → start", "latency_p50_ms", "ms"), p99, *moto]
-    if scenario.key == "E":
+                     target=of_ceiling("latency_p99_ms"), target_text="≤ 1.5x ceiling",
+                     high=1.5)  # fmt: skip
+        return [Figure("p50 publish → start", "latency_p50_ms", "ms"), p99, *tail]
+    if key == "E":
         growth = Figure("RSS growth 10%→end", "rss_growth_mb", "MB", ratio=False,
                         target=lambda w, c: w["rss_growth_mb"], target_text="flat (≤ 2 MB)",
-                        threshold=2.0, at_most=True)  # fmt: skip
+                        high=2.0)  # fmt: skip
         return [
             Figure("throughput", "rate", "msg/s"),
             Figure("RSS after 10%", "rss_early_mb", "MB"),
             Figure("RSS at the end", "rss_late_mb", "MB"),
             growth,
-            Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"),
-            *moto,
+            cpu,
+            *tail,
         ]
     return [
         Figure("throughput", "rate", "msg/s"),
-        Figure("CPU per 1,000 msgs", "cpu_per_1000", "s"),
-        Figure("peak RSS", "peak_rss_mb", "MB"),
-        *moto,
+        cpu,
+        Figure("CPU per message: worker process", "cpu_per_1000_process", "ms"),
+        Figure("CPU per message: environments", "cpu_per_1000_environments", "ms"),
+        Figure("peak RSS: worker process", "peak_rss_mb", "MB"),
+        Figure("RSS at rest, each environment (median)", "environment_rss_mb", "MB", ratio=False),
+        *tail,
+    ]
+
+
+def ideal_figure(scenario: Scenario, at_least: float) -> Figure:
+    """Throughput as a fraction of the ideal, or of the ceiling where that is lower."""
+    return Figure("throughput / ideal", "rate", "msg/s", target=of_ideal(scenario),
+                  target_text=f"≥ {at_least:g} of min(ideal, ceiling)", low=at_least)  # fmt: skip
+
+
+def request_rows(scenario: Scenario) -> list[Figure]:
+    """SQS requests per 1,000 messages, by action, and what they would cost on SQS."""
+    requests = Figure("SQS requests per 1,000 msgs", "requests_per_1000", "")
+    if scenario.key in {"B", "C"}:
+        requests.target, requests.high = of_ceiling("requests_per_1000"), 1.05
+        requests.target_text = "≤ 1.05x ceiling"
+    else:
+        requests.target = lambda w, c: w["requests_per_1000"] / FLOOR_PER_1000
+        requests.low, requests.high = 0.9, 1.1
+        requests.target_text = f"within 10% of {FLOOR_PER_1000}"
+    split = Figure("receive / delete / visibility / attributes / other per 1,000", "", "",
+                   ratio=False, parts=(*(f"req_{a}" for a in ACTIONS), "req_other"))  # fmt: skip
+    price = f"${PRICE_PER_MILLION_REQUESTS:.2f}/M requests"
+    cost = Figure(f"$ per million msgs at {price}", "usd_per_million_messages", "")
+    return [requests, split, cost]
+
+
+def broker_rows() -> list[Figure]:
+    """The broker's CPU per message and how busy it was (keys named when moto was the only one)."""
+    return [
+        Figure("broker CPU per message", "moto_cpu_ms_per_message", "ms"),
+        Figure("broker busy (CPU s/s)", "moto_busy", "", ratio=False),
     ]
 
 
@@ -733,6 +843,9 @@ def table_rows(
     """(figure, worker, ceiling, ratio, target, verdict) for one scenario."""
     rows = []
     for figure in scenario_figures(scenario):
+        if figure.parts:
+            rows.append(parts_row(figure, pairs))
+            continue
         workers = [w.figures.get(figure.key, float("nan")) for w, _ in pairs]
         ceilings = [c.figures.get(figure.key, float("nan")) for _, c in pairs]
         d = digits_for(workers + ceilings)
@@ -741,21 +854,43 @@ def table_rows(
             ratio = spread(
                 [w / c if c else float("nan") for w, c in zip(workers, ceilings, strict=True)], 2
             )
-        verdict = target_text = ""
-        if figure.target is not None and figure.threshold is not None:
-            values = []
-            for w, c in pairs:
-                with contextlib.suppress(KeyError, ZeroDivisionError):
-                    values.append(figure.target(w.figures, c.figures))
-            target_text = figure.target_text
-            if values:
-                median = statistics.median(values)
-                met = median <= figure.threshold if figure.at_most else median >= figure.threshold
-                verdict = f"{'met' if met else 'MISSED'} ({spread(values, 2)})"
         unit = f" {figure.unit}" if figure.unit else ""
         rows.append((f"{figure.name}{unit}", spread(workers, d), spread(ceilings, d), ratio,
-                     target_text, verdict))  # fmt: skip
+                     *judged(figure, pairs)))  # fmt: skip
     return rows
+
+
+def parts_row(figure: Figure, pairs: list[tuple[Run, Run]]) -> tuple[str, str, str, str, str, str]:
+    """A row of several figures in one cell each for the worker and the ceiling: their medians."""
+    cells = [
+        " / ".join(compact([run.figures.get(part, float("nan")) for run in runs])
+                   for part in figure.parts)
+        for runs in ([w for w, _ in pairs], [c for _, c in pairs])
+    ]  # fmt: skip
+    return figure.name, cells[0], cells[1], "", "", ""
+
+
+def judged(figure: Figure, pairs: list[tuple[Run, Run]]) -> tuple[str, str]:
+    """(target, verdict) of a figure: the median over the rounds against the target."""
+    if figure.target is None:
+        return "", ""
+    values = []
+    for w, c in pairs:
+        with contextlib.suppress(KeyError, ZeroDivisionError):
+            values.append(figure.target(w.figures, c.figures))
+    if not values:
+        return figure.target_text, ""
+    met = figure.low <= statistics.median(values) <= figure.high
+    return figure.target_text, f"{'met' if met else 'MISSED'} ({spread(values, 2)})"
+
+
+def compact(values: list[float]) -> str:
+    """The median, in few characters: ``100``, ``0.2``, ``0``."""
+    clean = [v for v in values if v == v]  # noqa: PLR0124 -- drops NaN
+    if not clean:
+        return "—"
+    median = statistics.median(clean)
+    return f"{median:.0f}" if abs(median) >= 10 else f"{median:.2g}"
 
 
 def render(results: dict[str, list[tuple[Run, Run]]]) -> str:
@@ -791,11 +926,12 @@ def machine() -> str:
 
 
 async def run_scenario(
-    scenario: Scenario, args: argparse.Namespace, broker: Broker, workdir: Path
+    scenario: Scenario, args: argparse.Namespace, broker: Broker, workdir: Path, floor_mb: float
 ) -> list[tuple[Run, Run]]:
     """Every round of a scenario: worker and ceiling, alternating which goes first."""
     total = args.messages or (scenario.quick_messages if args.quick else scenario.messages)
-    spec = Round(scenario, broker, total, args.backlog, workdir, args.worker_path, args.profile)
+    spec = Round(scenario, broker, total, args.backlog, workdir, args.worker_path, args.profile,
+                 floor_mb)  # fmt: skip
     pairs = []
     for index in range(args.rounds):
         order = ("ceiling", "worker") if index % 2 == 0 else ("worker", "ceiling")
@@ -816,9 +952,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenario",
         action="append",
         choices=keys,
-        help="default: all but F10 and F100 (their handler now runs in Lambda execution "
-        "environments, other processes, where the probe cannot yet count it; "
-        "python -m bench.environments measures an environment's own cost)",
+        help="default: all (F10 and F100 count their Lambda execution environments' CPU with "
+        "the worker's; python -m bench.environments measures an environment's own cost)",
     )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 if --quick)")
     parser.add_argument("--quick", action="store_true", help="fewer messages: a smoke test")
@@ -856,14 +991,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]]]:
-    """Start the broker, run the scenarios, return every run."""
-    chosen = [
-        s
-        for s in SCENARIOS
-        if (s.key in args.scenario if args.scenario else s.key not in _IN_ENVIRONMENTS)
-    ]
+async def main_async(
+    args: argparse.Namespace,
+) -> tuple[dict[str, list[tuple[Run, Run]]], dict[str, float]]:
+    """Measure the memory floor, start the broker, run the scenarios; every run, and the floor."""
+    chosen = [s for s in SCENARIOS if not args.scenario or s.key in args.scenario]
     chosen.sort(key=lambda s: s.messages)  # the long one (E) last: the others report sooner
+    # Once, before the broker starts: the peak RSS targets are relative to it.
+    lean = await asyncio.to_thread(floor, "--lean")
     results: dict[str, list[tuple[Run, Run]]] = {}
     with (
         brokers.start(args.broker, patch=not args.no_patch, keep_alive=not args.werkzeug) as broker,
@@ -871,25 +1006,29 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[tuple[Run, Run]
     ):
         for scenario in chosen:
             print(f"{scenario.key}: {scenario.title}", flush=True)
-            results[scenario.key] = await run_scenario(scenario, args, broker, Path(tmp))
-    return results
+            results[scenario.key] = await run_scenario(
+                scenario, args, broker, Path(tmp), lean["after_request_mb"]
+            )
+    return results, lean
 
 
-def memory_floor() -> str:
-    """The fixed stack's own peak RSS (:mod:`bench.floor`), to read the RSS figures against."""
+def floor(*flags: str) -> dict[str, float]:
+    """The fixed stack's own peak RSS after each step (:mod:`bench.floor`), in a fresh process."""
+    command = [sys.executable, "-m", "bench.floor", *flags]
+    done = subprocess.run(  # noqa: S603 -- our own interpreter and module
+        command, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
-    def floor(*flags: str) -> dict[str, float]:
-        command = [sys.executable, "-m", "bench.floor", *flags]
-        done = subprocess.run(  # noqa: S603 -- our own interpreter and module
-            command, cwd=ROOT, capture_output=True, text=True, check=True
-        )
-        return json.loads(done.stdout)  # type: ignore[no-any-return]
 
-    stock, lean = floor(), floor("--lean")
+def memory_floor(lean: dict[str, float]) -> str:
+    """The floor (``lean``, measured at the start) and with botocore's whole endpoint table."""
+    stock = floor()
     return (
         "The fixed stack alone (python -m bench.floor: aiobotocore, structlog, prometheus-client "
         "and pydantic-settings imported, one SQS client, one request) peaks at "
-        f"{lean['after_request_mb']:.1f} MB with the worker's lean endpoint table, "
+        f"{lean['after_request_mb']:.1f} MB with the worker's lean endpoint table (the base of "
+        "the peak RSS targets), "
         f"{stock['after_request_mb']:.1f} MB with botocore's whole one "
         f"({lean['imports_mb']:.1f} MB after the imports)."
     )
@@ -912,7 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(saved_runs(args.table)))
         return 0
     started = time.monotonic()
-    results = asyncio.run(main_async(args))
+    results, lean = asyncio.run(main_async(args))
     print()
     if args.broker == "fauxqs":
         moto = f"fauxqs {brokers.FAUXQS_VERSION}"
@@ -928,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(results))
     print()
-    print(memory_floor())
+    print(memory_floor(lean))
     failed = [run for pairs in results.values() for pair in pairs for run in pair if not run.ok]
     if args.json is not None:
         args.json.write_text(

@@ -1,9 +1,9 @@
 """Start-up: from process start to the first message handled, and where the time goes.
 
 ``python -m bench.startup [--runs N] [--broker moto|fauxqs]`` starts the broker, then N times
-puts one message on a fresh queue and starts the worker as deployed (``python -m worker run``,
-``bench.handlers:noop``, which stops the worker once it has the message). It reports, as the
-median and min-max over the runs:
+puts one message on a fresh queue and starts the worker as deployed (``worker run``, launched
+by :mod:`bench.consumer` with ``bench.handlers:noop``, which stops the worker once it has the
+message). It reports, as the median and min-max over the runs:
 
 - ``to_first_message_s``: wall time from spawning the process to the handler's start;
 - ``cpu_to_first_message_s``: the CPU the process had spent by then (user + system);
@@ -66,7 +66,7 @@ async def one_run(broker: brokers.Broker, workdir: Path, index: int) -> dict[str
         WORKER_LOG_FORMAT="json",
     )
     spawned = time.time()
-    command = [sys.executable, "-m", "worker", "run"]
+    command = [sys.executable, "-m", "bench.consumer"]  # worker run, with the probe installed
     done = await asyncio.to_thread(
         subprocess.run, command, cwd=ROOT, env=env, capture_output=True, check=False
     )
