@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from worker.errors import GeneratorHandlerError, HandlerTimeoutError
-from worker.handlers.calls import Caller, HandlerStillRunning
+from worker.handlers.calls import Caller
 
 
 def plainly_wrapped(function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
@@ -136,18 +137,48 @@ def stubborn(release: asyncio.Event) -> Callable[[], Coroutine[Any, Any, None]]:
 
 
 class TestCoroutinesThatWillNotStop:
-    """A coroutine that swallows its cancellation is abandoned and handed back, to be waited for."""
+    """A coroutine that swallows its cancellation runs on in the caller's task until it ends.
+
+    Past its budget and the grace of its cancellation the caller is told (``on_overrun``, with
+    the task), so that it keeps the messages; the call returns a timeout when it finally ends.
+    """
 
     async def test_past_its_budget(self, caller: Caller) -> None:
         release = asyncio.Event()
-        call = await caller.call(stubborn(release), (), deadline=time.monotonic() + 0.1)
-        assert isinstance(call.error, HandlerTimeoutError)
-        assert isinstance(call.running, asyncio.Task)
-        assert not call.running.done()
+        overran: list[asyncio.Task[Any]] = []
+        caller.on_overrun = overran.append
+        calling = asyncio.create_task(
+            caller.call(stubborn(release), (), deadline=time.monotonic() + 0.1)
+        )
+        await asyncio.sleep(1.5)  # its budget, and the second of grace of its cancellation
+        assert not calling.done()
+        assert overran == [calling]
+        assert caller.abandoned == 1
         assert caller.coroutines_running == 1
         release.set()
-        await asyncio.wait({call.running})
+        call = await calling
+        assert isinstance(call.error, HandlerTimeoutError)
+        assert call.running is None
+        assert caller.abandoned == 0
         assert caller.coroutines_running == 0
+        assert calling.cancelling() == 0  # the deadline's cancellation is spent
+
+    async def test_within_its_grace_it_is_not_reported(self, caller: Caller) -> None:
+        overran: list[asyncio.Task[Any]] = []
+        caller.on_overrun = overran.append
+
+        async def slow_to_stop() -> None:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.2)  # cleans up, then stops
+                raise
+
+        call = await caller.call(slow_to_stop, (), deadline=time.monotonic() + 0.1)
+        assert isinstance(call.error, HandlerTimeoutError)
+        assert overran == []
+        assert caller.abandoned == 0
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
     async def test_cancelled_at_shutdown(self, caller: Caller) -> None:
         release = asyncio.Event()
@@ -156,7 +187,55 @@ class TestCoroutinesThatWillNotStop:
         )
         await asyncio.sleep(0.1)
         waiting.cancel()
-        with pytest.raises(HandlerStillRunning):
-            await waiting
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # it swallowed the cancellation and runs on
         assert caller.coroutines_running == 1
         release.set()
+        call = await waiting  # it ended on its own: what it did stands
+        assert call.error is None
+        assert caller.coroutines_running == 0
+
+
+class TestDeadlines:
+    """Every call's deadline shares one timer; each call still ends at its own."""
+
+    async def test_calls_with_different_budgets_end_in_their_own_time(self, caller: Caller) -> None:
+        async def sleeps() -> None:
+            await asyncio.sleep(60)
+
+        started = time.monotonic()
+        budgets = [0.4, 0.1, 0.3, 0.2]
+        ended: dict[float, float] = {}
+
+        async def one(budget: float) -> None:
+            call = await caller.call(sleeps, (), deadline=started + budget)
+            assert isinstance(call.error, HandlerTimeoutError)
+            ended[budget] = time.monotonic() - started
+
+        await asyncio.gather(*(one(budget) for budget in budgets))
+        assert sorted(ended, key=ended.__getitem__) == sorted(budgets)
+        for budget, after in ended.items():
+            assert budget <= after < budget + 0.5, (budget, after)
+
+    async def test_a_finished_call_leaves_no_deadline_behind(self, caller: Caller) -> None:
+        async def quick(value: int) -> int:
+            await asyncio.sleep(0)
+            return value
+
+        for value in range(5000):
+            call = await caller.call(quick, (value,), deadline=time.monotonic() + 900)
+            assert call.value == value
+        # Finished calls' deadlines are dropped as they pile up behind a far one.
+        assert len(caller._deadlines._heap) < 200
+
+    async def test_a_thread_past_its_budget_is_abandoned_at_its_deadline(
+        self, caller: Caller
+    ) -> None:
+        release = threading.Event()
+        started = time.monotonic()
+        call = await caller.call(release.wait, (5,), deadline=started + 0.2)
+        assert isinstance(call.error, HandlerTimeoutError)
+        assert 0.2 <= time.monotonic() - started < 1.0
+        assert call.running is not None
+        release.set()
+        await call.running

@@ -35,7 +35,6 @@ from worker.consume.settler import Settler
 from worker.consume.sqs import MAX_BATCH
 from worker.errors import MalformedMessageError
 from worker.handlers.adapters import Adapter, Invocation
-from worker.handlers.calls import HandlerStillRunning
 from worker.handlers.filtering import FilterCriteria
 from worker.metrics import Metrics
 
@@ -96,7 +95,7 @@ class Runner:
         )
         # Units in hand that wait for a handler slot (received ahead: see worker.consume.prefetch).
         self._waiting: deque[list[Lease]] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], list[Lease]] = {}  # running units, by task
         self._closed = False
         self.last_arrival = time.monotonic()
         self.counts: dict[str, int] = {"received": 0, "succeeded": 0, "failed": 0, "filtered": 0}
@@ -200,9 +199,10 @@ class Runner:
         """Start waiting units, in the order they came, while handler slots are free."""
         while self._waiting and self._running < self._limit and not self._closed:
             self._running += 1
-            task = asyncio.get_running_loop().create_task(self._run_unit(self._waiting.popleft()))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            unit = self._waiting.popleft()
+            task = asyncio.get_running_loop().create_task(self._run_unit(unit))
+            self._tasks[task] = unit
+            task.add_done_callback(self._tasks.pop)
 
     def _finished(self, started: float) -> None:
         """A handler call's slot is free again: count it, and start what waits for one."""
@@ -239,11 +239,30 @@ class Runner:
         for task in pending:
             task.cancel()
         if pending:
-            # A cancelled call gives its handler a moment to stop (worker.handlers.calls) and
-            # returns;
-            # bounded here as well, so that no handler can hold the stop.
-            await asyncio.wait(pending, timeout=_UNWIND_SECONDS)
+            # Bounded, so that no handler can hold the stop: a coroutine that swallows its
+            # cancellation runs on in its task, and its messages are left as they are.
+            _, stuck = await asyncio.wait(pending, timeout=_UNWIND_SECONDS)
+            for task in stuck:
+                self._leave(self._tasks.get(task, []))
         return len(pending)
+
+    def overran(self, task: asyncio.Task[Any]) -> None:
+        """The ``async def`` handler running in ``task`` outlived its budget and would not stop.
+
+        Its messages are kept invisible (extended, up to SQS's 12 hours) so that their retry
+        does not run beside it, as no two calls of an ``async def`` handler on one message ever
+        do; the call returns, and they settle as a timeout, when it ends. Its slot stays taken,
+        and liveness fails once every slot is held so.
+        """
+        batch = self._tasks.get(task)
+        if batch is None:
+            return
+        log.warning(
+            "message.handler_still_running",
+            after_seconds=self._budget,
+            message_ids=[lease.message_id for lease in batch],
+        )
+        self._keeper.keep_past_budget(batch)
 
     async def _run(self, batch: list[Lease]) -> None:
         started = time.monotonic()
@@ -309,11 +328,6 @@ class Runner:
         try:
             try:
                 invocation = await self._adapter(batch, deadline)
-                if isinstance(invocation.running, asyncio.Task):
-                    await self._hold(batch, invocation.running)
-            except HandlerStillRunning:
-                self._leave(batch)
-                raise
             except asyncio.CancelledError:
                 # Shutdown ran out of time: the handler was interrupted, not at fault.
                 self.give_back(batch)
@@ -331,24 +345,12 @@ class Runner:
             reset_contextvars(**tokens)
         return invocation
 
-    async def _hold(self, batch: list[Lease], running: asyncio.Task[Any]) -> None:
-        """Keep ``batch`` until the coroutine that would not stop ends, then let it settle.
-
-        Its messages stay invisible (extended, up to SQS's 12 hours) so that their retry does not
-        run beside it, as no two calls of an ``async def`` handler on one message ever do. The
-        slot stays taken too, and liveness fails once every slot is held so.
-        """
-        log.warning("message.handler_still_running", after_seconds=self._budget)
-        self._keeper.keep_past_budget(batch)
-        try:
-            await asyncio.wait({running})
-        except asyncio.CancelledError:
-            raise HandlerStillRunning from None
-
     def _leave(self, batch: list[Lease]) -> None:
         """Shutdown, with the handler of ``batch`` still running: its messages are neither
         released nor extended, but come back after their visibility timeout, when this process
         is gone and cannot run the handler beside their retry."""
+        if not batch:
+            return
         for lease in batch:
             lease.settling = True
             self._keeper.forget(lease)
@@ -360,6 +362,8 @@ class Runner:
         """Settle a call's messages; a failure's stack is logged once per call, not per message."""
         stacks_logged: set[int] = set()  # a batch's failures share one Failure object
         for lease, outcome in zip(batch, outcomes, strict=True):
+            if lease.settling:
+                continue  # left at shutdown while its handler ran on: see _leave
             with_stack = isinstance(outcome, Failure) and id(outcome) not in stacks_logged
             if with_stack:
                 stacks_logged.add(id(outcome))

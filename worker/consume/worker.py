@@ -211,6 +211,8 @@ class Worker:
         self.stop_reason = ""
         self._last_activity = time.monotonic()
         self.http_port: int | None = None
+        # An async def handler that will not stop past its budget: the runner keeps its messages.
+        caller.on_overrun = self.runner.overran
         self._watch_state()
 
     def _watch_state(self) -> None:
