@@ -13,12 +13,13 @@ import time
 import urllib.error
 import urllib.request
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from structlog.testing import capture_logs
 
 from tests.support import Queues, drain, eventually, make_queues, publish, running_worker, send
 from worker import Message, NonRetryableError, __version__
 from worker.consume.sqs import open_sqs
+from worker.metrics import Metrics
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -387,3 +388,50 @@ class TestHealthcheckCommand:
         refused = await asyncio.to_thread(check, url)  # the worker is gone
         assert refused.returncode == 1
         assert refused.stderr.startswith("worker: healthcheck: cannot reach")
+
+
+class TestLoopHistograms:
+    """The lock-free histograms expose what prometheus-client's Histogram would."""
+
+    def test_the_same_samples_as_the_librarys_histogram(self) -> None:
+        observed = [0.0, 0.005, 0.0051, 0.3, 1, 7.5, 899.9, 900, 5000, float("inf")]
+        ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+        ours = Metrics(ours_registry, queue="q")
+        theirs = Histogram(
+            "worker_handler_duration_seconds",
+            "d",
+            ["queue", "outcome"],
+            buckets=[
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+                300,
+                900,
+                3600,
+            ],
+            registry=theirs_registry,
+        ).labels("q", "success")
+        for value in observed:
+            ours.duration_for("success").observe(value)
+            theirs.observe(value)
+
+        def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+            return {
+                (sample.name, sample.labels.get("le", "")): sample.value
+                for family in registry.collect()
+                if family.name == "worker_handler_duration_seconds"
+                for sample in family.samples
+                if not sample.name.endswith("_created")
+            }
+
+        assert samples(ours_registry) == samples(theirs_registry)

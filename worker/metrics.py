@@ -8,9 +8,11 @@ the fixed label values are bound once here, so the per-message cost is an increm
 
 from __future__ import annotations
 
+import bisect
+import math
 import platform
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,7 +23,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
@@ -72,6 +74,65 @@ class _CountedElsewhere(Collector):
         yield family
 
 
+class LoopHistogram:
+    """One series of a :class:`_LoopHistograms` family: observed from the event loop only."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in its bucket (``le``: a value on a bound counts in that bucket)."""
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+class _LoopHistograms(Collector):
+    """A histogram family observed only from the event loop's thread: no lock per observation.
+
+    prometheus-client's Histogram takes a lock for each observation (two with its sum): with
+    four histograms observed per message, a fifth of the CPU the worker's metrics cost per
+    message, for threads that never observe them. A scrape reads each series' buckets in one
+    step; its sum may be one observation apart from them, which Prometheus's rates absorb.
+    """
+
+    def __init__(
+        self, name: str, text: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self._name = name
+        self._text = text
+        self._labels = list(labels)
+        self._bounds = tuple(float(bound) for bound in buckets if not math.isinf(bound))
+        self._series: dict[tuple[str, ...], LoopHistogram] = {}
+
+    def labels(self, *values: str) -> LoopHistogram:
+        """The series of these label values, made on first use."""
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = LoopHistogram(self._bounds)
+        return series
+
+    def describe(self) -> Iterator[Metric]:
+        """The family's name, for the registry's duplicate check."""
+        yield HistogramMetricFamily(self._name, self._text, labels=self._labels)
+
+    def collect(self) -> Iterator[Metric]:
+        """Every series, with cumulative buckets as the exposition format wants them."""
+        family = HistogramMetricFamily(self._name, self._text, labels=self._labels)
+        for values, series in list(self._series.items()):
+            counts = list(series.counts)
+            cumulative, buckets = 0, []
+            for bound, count in zip([*self._bounds, math.inf], counts, strict=True):
+                cumulative += count
+                # As prometheus-client writes ``le``: "+Inf", else the float's repr ("1.0").
+                buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+            family.add_metric(list(values), buckets, series.sum)
+        yield family
+
+
 class Metrics:
     """The worker's metrics, bound to one queue."""
 
@@ -82,6 +143,13 @@ class Metrics:
 
         def counter(name: str, text: str, *labels: str) -> Counter:
             return Counter(name, text, ["queue", *labels], registry=registry)
+
+        def loop_histogram(
+            name: str, text: str, buckets: Sequence[float], *labels: str
+        ) -> _LoopHistograms:
+            family = _LoopHistograms(name, text, ["queue", *labels], buckets)
+            registry.register(family)
+            return family
 
         received = counter("worker_messages_received_total", "Messages received from SQS.")
         self.received = received.labels(*q)
@@ -110,12 +178,10 @@ class Metrics:
             "worker_messages_filtered_total",
             "Messages that matched no pattern of WORKER_FILTER_CRITERIA: deleted unhandled.",
         ).labels(*q)
-        self.batch_size = Histogram(
+        self.batch_size = loop_histogram(
             "worker_handler_batch_size",
             "Messages per handler call (Lambda handlers get batches).",
-            ["queue"],
-            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
-            registry=registry,
+            (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
         ).labels(*q)
         self.settle_failures = counter(
             "worker_settle_failures_total",
@@ -126,29 +192,23 @@ class Metrics:
         # then shows 0 on a healthy worker instead of nothing at all.
         for operation in ("delete", "retry", "release"):
             self.settle_failures.labels(queue, operation)
-        self.handler_duration = Histogram(
+        self.handler_duration = loop_histogram(
             "worker_handler_duration_seconds",
             "Time from handler start to its outcome, per call, by outcome.",
-            ["queue", "outcome"],
-            buckets=_DURATION_BUCKETS,
-            registry=registry,
+            _DURATION_BUCKETS,
+            "outcome",
         )
-        # Children looked up once per label value, not on every call (labels() takes a lock).
-        self._durations: dict[str, Histogram] = {}
+        self._durations: dict[str, LoopHistogram] = {}
         self._sqs: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self.message_age = Histogram(
+        self.message_age = loop_histogram(
             "worker_message_age_seconds",
             "Age of a message (now minus SentTimestamp) when its handler starts.",
-            ["queue"],
-            buckets=_AGE_BUCKETS,
-            registry=registry,
+            _AGE_BUCKETS,
         ).labels(*q)
-        self.receive_count = Histogram(
+        self.receive_count = loop_histogram(
             "worker_message_receive_count",
             "ApproximateReceiveCount of messages when their handler starts: retries show here.",
-            ["queue"],
-            buckets=_RECEIVE_COUNT_BUCKETS,
-            registry=registry,
+            _RECEIVE_COUNT_BUCKETS,
         ).labels(*q)
         self._gauges: dict[str, Gauge] = {}
         for name, text in {
@@ -248,7 +308,7 @@ class Metrics:
         """Make the gauge ``name`` read its value from ``read`` at each scrape."""
         self._gauges[name].labels(self.queue).set_function(read)
 
-    def duration_for(self, outcome: str) -> Histogram:
+    def duration_for(self, outcome: str) -> LoopHistogram:
         """The handler duration histogram of one outcome label."""
         child = self._durations.get(outcome)
         if child is None:

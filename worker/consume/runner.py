@@ -80,6 +80,9 @@ class Runner:
         self.fifo = fifo
         self._criteria = criteria
         self._log_bodies = log_bodies
+        # Bound once: a module's lazy logger builds a new bound logger on every call, which a
+        # debug line per message would pay even when debug is off.
+        self._log = log.bind()
         self._prefetch = prefetch
         # A non-retryable failure is released at once so that it reaches the DLQ after its
         # remaining receives. Without a DLQ (a DLQ being reprocessed, or no RedrivePolicy) it
@@ -135,9 +138,7 @@ class Runner:
         self.last_arrival = received_at
         self.counts["received"] += len(messages)
         self._metrics.received.inc(len(messages))
-        # One logger for the batch: resolving the module's lazy logger costs more than a
-        # filtered-out debug line, and nothing can reconfigure logging in between.
-        debug = log.debug
+        debug = self._log.debug
         leases = []
         for raw in messages:
             lease = self._keeper.take(raw, received_at)
@@ -175,7 +176,7 @@ class Runner:
         if not matched:
             self.counts["filtered"] += 1
             self._metrics.filtered.inc()
-            log.debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
+            self._log.debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
             self._settler.delete(lease)
         return matched
 
@@ -386,7 +387,7 @@ class Runner:
         if outcome is None:
             self.counts["succeeded"] += 1
             self._metrics.succeeded.inc()
-            log.debug("message.succeeded", duration_seconds=round(duration, 6), **extra)
+            self._log.debug("message.succeeded", duration_seconds=round(duration, 6), **extra)
             self._settler.delete(lease)
             return
         if isinstance(outcome, Released):
