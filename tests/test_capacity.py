@@ -173,6 +173,22 @@ class TestFill:
         assert asyncio.get_running_loop().time() - started >= 0.04
         assert capacity.in_use == 10
 
+    async def test_patient_while_messages_wait_then_bounded(self) -> None:
+        """While messages received ahead wait for a handler, the fill's bound does not run."""
+        capacity = Capacity(10)
+        await capacity.acquire(8)
+        waiting = [True]
+        filling = asyncio.create_task(
+            capacity.acquire(5, fill_within=0.05, patient=lambda: waiting[0])
+        )
+        await asyncio.sleep(0.2)  # four times the bound
+        assert not filling.done(), "messages wait for handlers: no partial receive yet"
+        capacity.release(1)
+        await asyncio.sleep(0.1)
+        assert not filling.done()
+        waiting[0] = False  # the last one started: now the bound runs
+        assert await asyncio.wait_for(filling, timeout=0.5) == 3
+
     async def test_no_wait_when_enough_are_free(self) -> None:
         capacity = Capacity(10)
         await capacity.acquire(3)

@@ -12,7 +12,10 @@ would ask SQS for one or two messages: a receive of one costs the client, the br
 bill as much as a receive of ten. So ``acquire`` can *fill*: the caller at the head of the line,
 finding fewer slots free than it wants while handlers are running, keeps its place for a short
 bounded time and collects the slots that come back, up to what it wants. It waits only while
-slots are in use (so only while some will come back), and never past its bound.
+slots are in use (so only while some will come back), and never past its bound — unless the
+caller says it can be ``patient``: while messages received ahead wait for a handler slot, every
+slot that comes back is taken by one of them, no handler idles, and a partial receive would buy
+nothing but a request; the bound then runs from the moment that stops being so.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 
 class Capacity:
@@ -49,12 +53,18 @@ class Capacity:
             or any(not waiter.cancelled() for waiter in self._waiters)
         )
 
-    async def acquire(self, most: int, *, fill_within: float = 0.0) -> int:
+    async def acquire(
+        self,
+        most: int,
+        *,
+        fill_within: float = 0.0,
+        patient: Callable[[], bool] | None = None,
+    ) -> int:
         """Wait until a slot is free, then take up to ``most`` of the free ones.
 
         With ``fill_within`` (seconds) the caller, once at the head with a slot free, waits up
         to that long for ``most`` to be free while others are in use; slots released meanwhile
-        are kept for it.
+        are kept for it. While ``patient()`` is true the wait does not count against that bound.
         """
         if self._must_wait():
             waiter = asyncio.get_running_loop().create_future()
@@ -77,7 +87,7 @@ class Capacity:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         if fill_within > 0:
-            await self._fill(min(most, self.limit), fill_within)
+            await self._fill(min(most, self.limit), fill_within, patient)
         # Nobody takes slots while the head collects them, so at least one is still free.
         taken = min(most, self._free)
         self._free -= taken
@@ -85,12 +95,15 @@ class Capacity:
             self._wake_next()
         return taken
 
-    async def _fill(self, wanted: int, seconds: float) -> None:
-        """Hold the head of the line until ``wanted`` slots are free, or ``seconds`` pass."""
+    async def _fill(self, wanted: int, seconds: float, patient: Callable[[], bool] | None) -> None:
+        """Hold the head of the line until ``wanted`` slots are free, or ``seconds`` pass
+        without ``patient()``."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + seconds
         try:
             while self._free < wanted and self.in_use > 0:
+                if patient is not None and patient():
+                    deadline = time.monotonic() + seconds
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return

@@ -199,7 +199,9 @@ class Poller:
         self._idle = True
         try:
             return await self._capacity.acquire(
-                self._runner.slots_per_receive, fill_within=self._fill_seconds
+                self._runner.slots_per_receive,
+                fill_within=self._fill_seconds,
+                patient=self._runner.has_waiting,
             )
         finally:
             self._idle = False

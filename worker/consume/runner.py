@@ -114,6 +114,10 @@ class Runner:
         """Messages received ahead, waiting for a handler slot."""
         return sum(len(unit) for unit in self._waiting)
 
+    def has_waiting(self) -> bool:
+        """Whether messages received ahead wait for a handler slot (so no handler idles)."""
+        return bool(self._waiting)
+
     @property
     def slots_per_receive(self) -> int:
         """How many slots a poller takes for one receive.
