@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from worker.errors import GeneratorHandlerError, HandlerTimeoutError
-from worker.handlers.calls import Caller
+from worker.handlers.calls import Caller, _Deadlines, _Due
 
 
 def plainly_wrapped(function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
@@ -239,3 +239,38 @@ class TestDeadlines:
         assert call.running is not None
         release.set()
         await call.running
+
+    async def test_an_entry_added_while_deadlines_fire_is_called_once(self) -> None:
+        """A deadline's due() may add another (a cancelled coroutine's grace), and adding may
+        rebuild the heap; every entry is still called once, at its time."""
+        deadlines = _Deadlines()
+        calls: list[str] = []
+
+        class Note(_Due):
+            __slots__ = ("name",)
+
+            def __init__(self, name: str) -> None:
+                super().__init__()
+                self.name = name
+
+            def due(self) -> None:
+                calls.append(self.name)
+
+        class Adds(_Due):
+            def due(self) -> None:
+                calls.append("adds")
+                for _ in range(100):  # enough ended entries behind it to force a rebuild
+                    ended = Note("ended")
+                    deadlines.add(time.monotonic() + 0.05, ended)
+                    deadlines.end(ended)
+                deadlines.add(time.monotonic() + 0.05, Note("later"))
+
+        now = time.monotonic()
+        for _ in range(200):  # ended calls behind the first deadline
+            ended = Note("ended")
+            deadlines.add(now + 0.05, ended)
+            deadlines.end(ended)
+        deadlines.add(now + 0.02, Adds())
+        deadlines.add(now + 0.02, Note("second"))  # due in the same firing, after it
+        await asyncio.sleep(0.3)
+        assert calls == ["adds", "second", "later"]

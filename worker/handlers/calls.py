@@ -128,15 +128,15 @@ class _Deadlines:
         self._timer = None
         self._timer_at = math.inf
         now = time.monotonic()
-        heap = self._heap
-        while heap and (heap[0][2].done or heap[0][0] <= now):
-            _, _, entry = heapq.heappop(heap)
+        # self._heap each time round: an entry's due() may add one, and adding may rebuild it.
+        while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+            _, _, entry = heapq.heappop(self._heap)
             if not entry.done:
                 entry.queued = False
                 self._live -= 1
                 entry.due()
-        if heap:
-            self._arm(heap[0][0])
+        if self._heap:
+            self._arm(self._heap[0][0])
 
 
 class _Due:
