@@ -116,6 +116,29 @@ def install_fauxqs() -> None:
     )  # fmt: skip
 
 
+def one_message_worker_env(
+    broker: Broker, queue_url: str, result: Path, **settings: str
+) -> dict[str, str]:
+    """The environment of ``python -m bench.consumer`` running a no-op handler on ``queue_url``,
+    expecting one message: this machine's, less any WORKER_* or BENCH_* variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "BENCH_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 -- not a secret
+        BENCH_RESULT=str(result),
+        BENCH_EXPECTED="1",
+        WORKER_QUEUE_URL=queue_url,
+        WORKER_ENDPOINT_URL=broker.url,
+        WORKER_REGION="us-east-1",
+        WORKER_HANDLER="bench.handlers:noop",
+        WORKER_HTTP_PORT="0",
+        WORKER_HTTP_HOST="127.0.0.1",
+        WORKER_LOG_FORMAT="json",
+        **settings,
+    )
+    return env
+
+
 def call_costs(broker: Broker) -> dict[str, list[float]]:
     """The broker's [calls, CPU seconds] per kind of call so far; {} where it does not say."""
     if not broker.accounts_calls:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import brokers
-from bench.run import PRICE_PER_MILLION_REQUESTS, REGION, clients, make_queue
+from bench.run import PRICE_PER_MILLION_REQUESTS, clients, make_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLE_SECONDS = 10.0  # start-up and the first receives: not idle yet
@@ -42,20 +41,8 @@ async def idle_worker(
     async with clients(broker.url) as (sqs, sns):
         queue = await make_queue(sqs, sns, with_topic=False)
     result = workdir / f"idle-{concurrency}.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "BENCH_"))}
-    env.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 -- not a secret
-        BENCH_RESULT=str(result),
-        BENCH_EXPECTED="1",
-        WORKER_QUEUE_URL=queue.url,
-        WORKER_ENDPOINT_URL=broker.url,
-        WORKER_REGION=REGION,
-        WORKER_HANDLER="bench.handlers:noop",
-        WORKER_CONCURRENCY=str(concurrency),
-        WORKER_HTTP_PORT="0",
-        WORKER_HTTP_HOST="127.0.0.1",
-        WORKER_LOG_FORMAT="json",
+    env = brokers.one_message_worker_env(
+        broker, queue.url, result, WORKER_CONCURRENCY=str(concurrency)
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.consumer", cwd=ROOT, env=env,

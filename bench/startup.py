@@ -51,20 +51,7 @@ async def one_run(broker: brokers.Broker, workdir: Path, index: int) -> dict[str
     """One worker start on a queue holding one message."""
     queue_url = await fresh_queue(broker, message=json.dumps({"i": index}))
     result = workdir / f"start-{index}.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "BENCH_"))}
-    env.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 -- not a secret
-        BENCH_RESULT=str(result),
-        BENCH_EXPECTED="1",
-        WORKER_QUEUE_URL=queue_url,
-        WORKER_ENDPOINT_URL=broker.url,
-        WORKER_REGION=REGION,
-        WORKER_HANDLER="bench.handlers:noop",
-        WORKER_HTTP_PORT="0",
-        WORKER_HTTP_HOST="127.0.0.1",
-        WORKER_LOG_FORMAT="json",
-    )
+    env = brokers.one_message_worker_env(broker, queue_url, result)
     spawned = time.time()
     command = [sys.executable, "-m", "bench.consumer"]  # worker run, with the probe installed
     done = await asyncio.to_thread(

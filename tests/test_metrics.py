@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from tests.support import Queues, drain, eventually, make_queues, publish, running_worker, send
 from worker import Message, NonRetryableError, __version__
 from worker.consume.sqs import open_sqs
-from worker.metrics import Metrics
+from worker.metrics import _DURATION_BUCKETS, Metrics
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -401,24 +401,7 @@ class TestLoopHistograms:
             "worker_handler_duration_seconds",
             "d",
             ["queue", "outcome"],
-            buckets=[
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-                30,
-                60,
-                300,
-                900,
-                3600,
-            ],
+            buckets=_DURATION_BUCKETS,
             registry=theirs_registry,
         ).labels("q", "success")
         for value in observed:
