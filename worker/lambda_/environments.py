@@ -125,6 +125,9 @@ class Environment:
         self._readers: list[asyncio.Task[None]] = []
         self._exited: asyncio.Task[int] | None = None
         self._started = 0.0
+        # /proc/<pid>/status, opened once: its peak memory is read after every invocation, and
+        # an open descriptor stays with the process (a reused pid cannot be read through it).
+        self._status: int | None = None
 
     @property
     def alive(self) -> bool:
@@ -157,6 +160,8 @@ class Environment:
             if stream is not None  # both are pipes
         ]
         self._exited = asyncio.create_task(self.process.wait())
+        with contextlib.suppress(OSError):  # no /proc: no peak memory in the REPORT line
+            self._status = os.open(f"/proc/{self.process.pid}/status", os.O_RDONLY)
 
     async def initialise(self, deadline: float) -> FunctionError | None:
         """Wait until the function is ready for events; the error if it cannot be."""
@@ -221,16 +226,16 @@ class Environment:
 
     def max_memory_mb(self) -> int | None:
         """The process's peak resident memory (VmHWM), where the OS tells it."""
-        if self.process is None:
+        if self._status is None:
             return None
         try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="ascii")
-        except OSError:
+            status = os.pread(self._status, 4096, 0)
+        except OSError:  # the process has been reaped
             return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
-        return None
+        start = status.find(b"VmHWM:")
+        if start < 0:
+            return None
+        return int(status[start + 6 : status.index(b"kB", start)]) // 1024
 
     async def kill(self, grace: float = 0.0) -> None:
         """End the process and everything it started; close its Runtime API."""
@@ -244,6 +249,9 @@ class Environment:
             await process.wait()
         if self.api is not None:
             await self.api.close()
+        if self._status is not None:
+            os.close(self._status)
+            self._status = None
         await self._drain_output()
 
     async def _drain_output(self) -> None:

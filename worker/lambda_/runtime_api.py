@@ -12,17 +12,16 @@ this API to whoever plays the Lambda service; here that is the worker:
 
 Each environment gets its own listener on its own port, as each Lambda environment has its own
 API: what arrives on a port can only come from that environment, so nothing has to be matched
-up. The first ``next`` marks the end of the environment's initialisation.
+up. The first ``next`` marks the end of the environment's initialisation. The HTTP is
+:mod:`worker.lambda_.http1`'s: two exchanges per invocation, framework-free.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from typing import Any
+import json
 
-from aiohttp import web
-
+from worker.lambda_.http1 import HttpServer, Request, Response
 from worker.lambda_.invocation import (
     FunctionError,
     FunctionResponse,
@@ -33,10 +32,13 @@ from worker.lambda_.invocation import (
 RUNTIME = "/2018-06-01/runtime"
 # Lambda's limit on a synchronous response: 6 MB. A larger response fails the invocation.
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024
-_ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
+_ERROR_TYPE_HEADER = "lambda-runtime-function-error-type"
 _READ_LIMIT = MAX_RESPONSE_BYTES + 64 * 1024  # room for an error document about a large one
 # awslambdaric sends the X-Ray cause of an error as a header of up to 1 MiB.
 _HEADER_LIMIT = 1024 * 1024 + 1024
+_NEXT = f"{RUNTIME}/invocation/next"
+_INVOCATION = f"{RUNTIME}/invocation/"
+_INIT_ERROR = f"{RUNTIME}/init/error"
 
 
 class RuntimeApi:
@@ -46,28 +48,18 @@ class RuntimeApi:
         loop = asyncio.get_running_loop()
         # Resolved by the first ``next`` (None) or by an init error.
         self.initialised: asyncio.Future[FunctionError | None] = loop.create_future()
-        self._events: asyncio.Queue[InvocationRequest] = asyncio.Queue(maxsize=1)
+        self._pending: InvocationRequest | None = None  # handed over, not yet fetched
+        self._waiting: asyncio.Future[InvocationRequest | None] | None = None  # a ``next``
         self._current: tuple[str, asyncio.Future[Result]] | None = None
-        self._closed: asyncio.Future[None] = loop.create_future()
-        self._runner: web.AppRunner | None = None
+        self._closed = False
+        self._server = HttpServer(
+            self._serve, max_head_bytes=_HEADER_LIMIT, max_body_bytes=_READ_LIMIT
+        )
         self.address = ""
 
     async def start(self) -> str:
         """Listen on a free loopback port; returns ``host:port`` for AWS_LAMBDA_RUNTIME_API."""
-        app = web.Application(client_max_size=_READ_LIMIT)
-        app.router.add_get(f"{RUNTIME}/invocation/next", self._next)
-        app.router.add_post(f"{RUNTIME}/invocation/{{request_id}}/response", self._response)
-        app.router.add_post(f"{RUNTIME}/invocation/{{request_id}}/error", self._error)
-        app.router.add_post(f"{RUNTIME}/init/error", self._init_error)
-        runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=0.1, max_field_size=_HEADER_LIMIT
-        )
-        await runner.setup()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        host, port = listener.getsockname()
-        await web.SockSite(runner, listener).start()
-        self._runner = runner
+        host, port = await self._server.start("127.0.0.1")
         self.address = f"{host}:{port}"
         return self.address
 
@@ -75,17 +67,20 @@ class RuntimeApi:
         """Hand ``request`` to the environment's next ``next``; the future holds its answer."""
         answer: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._current = (request.request_id, answer)
-        self._events.put_nowait(request)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(request)
+        else:
+            self._pending = request
         return answer
 
     async def close(self) -> None:
         """Stop listening; a ``next`` still waiting is cut off."""
         self._end_current(FunctionError("Runtime.ExitError", "the environment was stopped"))
-        if not self._closed.done():
-            self._closed.set_result(None)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        self._closed = True
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
+        await self._server.close()
 
     def _end_current(self, result: Result) -> None:
         if self._current is not None:
@@ -94,86 +89,85 @@ class RuntimeApi:
             if not answer.done():
                 answer.set_result(result)
 
-    async def _next(self, _: web.Request) -> web.StreamResponse:
+    async def _serve(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        if path == _NEXT:
+            return await self._next() if method == "GET" else _NOT_ALLOWED
+        if path == _INIT_ERROR:
+            return self._init_error(request) if method == "POST" else _NOT_ALLOWED
+        if path.startswith(_INVOCATION):
+            request_id, _, action = path[len(_INVOCATION) :].partition("/")
+            if action in ("response", "error"):
+                if method != "POST":
+                    return _NOT_ALLOWED
+                if action == "response":
+                    return self._response(request_id, request)
+                return self._error(request_id, request)
+        return _json(404, {"errorType": "NotFound"})
+
+    async def _next(self) -> Response:
         if not self.initialised.done():
             self.initialised.set_result(None)
-        if self._current is not None and self._events.empty():
+        if self._current is not None and self._pending is None:
             # Asking for the next event without answering this one ends it unanswered.
             self._end_current(
                 FunctionError("Runtime.NoResponse", "the runtime asked for the next event first")
             )
-        getter = asyncio.ensure_future(self._events.get())
-        either: set[asyncio.Future[Any]] = {getter, self._closed}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if not getter.done():  # closing: nothing more will come
-            getter.cancel()
-            return web.json_response({"errorType": "Runtime.Stopped"}, status=410)
-        request = getter.result()
-        return web.Response(body=request.event, headers=request.headers())
+        event, self._pending = self._pending, None
+        if event is None and not self._closed:
+            self._waiting = asyncio.get_running_loop().create_future()
+            event = await self._waiting
+        if event is None:  # closing: nothing more will come
+            return _json(410, {"errorType": "Runtime.Stopped"})
+        return Response(200, event.event, event.headers())
 
-    async def _response(self, request: web.Request) -> web.StreamResponse:
-        answer = self._answer_for(request)
-        if answer is None:
+    def _response(self, request_id: str, request: Request) -> Response:
+        if not self._is_current(request_id):
             return _invalid_request_id()
-        try:
-            payload = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            self._end_current(_too_large(request.content_length))
-            return web.json_response(
-                {"errorType": "Function.ResponseSizeTooLarge", "errorMessage": "too large"},
-                status=413,
+        if request.body_too_large or len(request.body) > MAX_RESPONSE_BYTES:
+            self._end_current(_too_large(request.body_size))
+            return _json(
+                413, {"errorType": "Function.ResponseSizeTooLarge", "errorMessage": "too large"}
             )
-        if len(payload) > MAX_RESPONSE_BYTES:
-            self._end_current(_too_large(len(payload)))
-            return web.json_response({"errorType": "Function.ResponseSizeTooLarge"}, status=413)
-        self._end_current(FunctionResponse(payload))
-        return _accepted()
+        self._end_current(FunctionResponse(request.body))
+        return _ACCEPTED
 
-    async def _error(self, request: web.Request) -> web.StreamResponse:
-        answer = self._answer_for(request)
-        if answer is None:
+    def _error(self, request_id: str, request: Request) -> Response:
+        if not self._is_current(request_id):
             return _invalid_request_id()
-        body = await _read_tolerantly(request)
         self._end_current(
-            FunctionError.from_document(body, request.headers.get(_ERROR_TYPE_HEADER))
+            FunctionError.from_document(request.body, request.headers.get(_ERROR_TYPE_HEADER))
         )
-        return _accepted()
+        return _ACCEPTED
 
-    async def _init_error(self, request: web.Request) -> web.StreamResponse:
-        body = await _read_tolerantly(request)
-        error = FunctionError.from_document(body, request.headers.get(_ERROR_TYPE_HEADER))
+    def _init_error(self, request: Request) -> Response:
+        error = FunctionError.from_document(request.body, request.headers.get(_ERROR_TYPE_HEADER))
         if not self.initialised.done():
             self.initialised.set_result(error)
-        return _accepted()
+        return _ACCEPTED
 
-    def _answer_for(self, request: web.Request) -> asyncio.Future[Result] | None:
-        if self._current is None or self._current[0] != request.match_info["request_id"]:
-            return None
-        return self._current[1]
+    def _is_current(self, request_id: str) -> bool:
+        return self._current is not None and self._current[0] == request_id
 
 
-async def _read_tolerantly(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return b""
-
-
-def _too_large(size: int | None) -> FunctionError:
-    shown = "more than" if size is None else f"{size:,}"
+def _too_large(size: int) -> FunctionError:
     return FunctionError(
         "Function.ResponseSizeTooLarge",
-        f"Response payload size ({shown} bytes) exceeded maximum allowed payload size "
+        f"Response payload size ({size:,} bytes) exceeded maximum allowed payload size "
         f"({MAX_RESPONSE_BYTES:,} bytes).",
     )
 
 
-def _accepted() -> web.Response:
-    return web.json_response({"status": "OK"}, status=202)
+def _json(status: int, document: dict[str, str]) -> Response:
+    return Response(status, json.dumps(document).encode(), _JSON_TYPE)
 
 
-def _invalid_request_id() -> web.Response:
-    return web.json_response(
-        {"errorType": "InvalidRequestID", "errorMessage": "no such invocation in progress"},
-        status=400,
+def _invalid_request_id() -> Response:
+    return _json(
+        400, {"errorType": "InvalidRequestID", "errorMessage": "no such invocation in progress"}
     )
+
+
+_JSON_TYPE = {"Content-Type": "application/json"}
+_ACCEPTED = _json(202, {"status": "OK"})
+_NOT_ALLOWED = _json(405, {"errorType": "MethodNotAllowed"})
