@@ -130,14 +130,23 @@ USER_AGENT = (
 )
 
 
-def client_config(settings: Settings, *, pool: int = 10, max_attempts: int = 5) -> AioConfig:
-    """Client options: standard retries, and a read timeout longer than a long poll."""
+def client_config(
+    settings: Settings, *, pool: int = 10, max_attempts: int = 5, validate: bool = True
+) -> AioConfig:
+    """Client options: standard retries, and a read timeout longer than a long poll.
+
+    ``validate=False`` skips botocore's check of each call's parameters against the service
+    model, for the consume path: it builds every request itself from typed values, and the
+    check of a ten-entry delete batch alone costs about 22 µs (2 µs a message). SQS still
+    refuses what is wrong, by the same error codes.
+    """
     return AioConfig(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=5,
         read_timeout=settings.wait_time_seconds + 15,
         max_pool_connections=pool,
         user_agent=USER_AGENT,
+        parameter_validation=validate,
     )
 
 
@@ -173,10 +182,10 @@ def _create_client(service: str, settings: Settings, config: AioConfig) -> Any:
 
 @asynccontextmanager
 async def open_sqs(
-    settings: Settings, *, pool: int = 10, max_attempts: int = 5
+    settings: Settings, *, pool: int = 10, max_attempts: int = 5, validate: bool = True
 ) -> AsyncIterator[SQSClient]:
-    """An SQS client for the configured region and endpoint."""
-    config = client_config(settings, pool=pool, max_attempts=max_attempts)
+    """An SQS client for the configured region and endpoint (``validate``: see client_config)."""
+    config = client_config(settings, pool=pool, max_attempts=max_attempts, validate=validate)
     async with AsyncExitStack() as stack:
         client: SQSClient = await _entered(stack, _create_client("sqs", settings, config))
         yield client

@@ -605,7 +605,7 @@ async def _consume(  # noqa: PLR0917 -- private; serve's pieces, passed on
         handler = message_handler(settings)
     caller = Caller(max_threads=settings.concurrency)
     async with (
-        open_sqs(settings, pool=settings.poller_count + 16) as client,
+        open_sqs(settings, pool=settings.poller_count + 16, validate=False) as client,
         contextlib.AsyncExitStack() as stack,
     ):
         info = await connect(settings, client)
