@@ -298,6 +298,53 @@ class TestEnvironmentsFailAsOnLambda:
             assert replaced >= 1
 
 
+# An init longer than the function's timeout leaves after it, and a handler that reports what
+# its context says is left.
+SLOW_INIT = """
+import time
+
+from recorder import record
+
+time.sleep(1.5)
+
+def handler(event, context):
+    for item in event["Records"]:
+        record(context, item, note=str(context.get_remaining_time_in_millis()))
+        time.sleep(0.3)
+"""
+
+
+class TestInitIsNotPartOfTheTimeout:
+    """As on Lambda, a cold start's init has its own limit; the timeout starts after it."""
+
+    async def test_a_cold_start_leaves_the_invocation_its_whole_timeout(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        root = task_root(tmp_path, slow_init=SLOW_INIT)
+        record_file = tmp_path / "records.txt"
+        os.environ["RECORD_FILE"] = str(record_file)
+        settings = queues.settings(
+            handler_type=HandlerType.LAMBDA,
+            handler="slow_init.handler",
+            handler_path=root,
+            sns_envelope="raw",
+            batch_size=1,
+            concurrency=2,
+            max_processing_seconds=1.2,
+        )
+        async with running_worker(settings) as running:  # one environment started warm
+            await send(queues, "first", "second")  # the second needs a cold start (1.5 s)
+            await eventually(lambda: len(records(record_file)) >= 2, timeout=30)
+            started = running.worker.metrics.registry.get_sample_value(
+                "worker_lambda_environments_started_total", {"queue": queues.queue_name}
+            )
+        assert started == 2
+        assert running.report.failed == 0
+        remaining = sorted(int(note) for _, _, _, note in records(record_file))
+        # Each invocation began with (about) its whole 1.2 s; before, the cold one had none.
+        assert remaining[0] > 1000, remaining
+
+
 def _reason(error_type: str) -> FailureReason:
     return (
         FailureReason.TIMEOUT if error_type == "Sandbox.Timedout" else FailureReason.HANDLER_ERROR

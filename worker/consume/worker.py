@@ -67,6 +67,7 @@ from worker.lambda_.env import (
     container_memory_mb,
     lambda_environment,
 )
+from worker.lambda_.invocation import INIT_TIMEOUT_SECONDS
 from worker.metrics import Metrics
 from worker.task_protection import task_protection
 
@@ -82,8 +83,6 @@ log = structlog.get_logger("worker")
 _POLL_GRACE_SECONDS = 2.0
 FINAL_CALLS_SECONDS = 4.0
 EXIT_SECONDS = 1.0
-# Lambda's limit on a function's initialisation, applied to the first environment at start-up.
-_INIT_SECONDS = 10.0
 
 
 @dataclass
@@ -497,7 +496,7 @@ async def lambda_environments(
         metrics=EnvironmentMetrics(metrics.registry, queue=metrics.queue),
     )
     try:
-        error = await pool.warm_up(_INIT_SECONDS)
+        error = await pool.warm_up(INIT_TIMEOUT_SECONDS)
         if error is not None:
             raise ConfigurationError(
                 [

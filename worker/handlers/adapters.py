@@ -33,7 +33,13 @@ from worker.lambda_.event import (
     sqs_event,
     sqs_record,
 )
-from worker.lambda_.invocation import FunctionError, FunctionResponse, Result
+from worker.lambda_.invocation import (
+    INIT_TIMEOUT_SECONDS,
+    FunctionError,
+    FunctionResponse,
+    Result,
+    StartHook,
+)
 
 Handler = Callable[..., Any]
 
@@ -142,8 +148,15 @@ _REASONS_BY_ERROR_TYPE = {
 class LambdaInvoker(Protocol):
     """Runs one invocation of a Lambda function, as the Lambda service would."""
 
-    async def invoke(self, event: bytes, deadline: float) -> Result:
-        """Invoke the function with the serialised ``event`` until ``deadline`` (monotonic)."""
+    async def invoke(
+        self, event: bytes, deadline: float, started: StartHook | None = None
+    ) -> Result:
+        """Invoke the function with the serialised ``event``.
+
+        ``deadline`` (monotonic) is where the function's timeout ends if the invocation starts
+        now; a cold start moves it later by the init's time, as Lambda does, and tells
+        ``started`` the new one.
+        """
         ...
 
 
@@ -173,7 +186,20 @@ class LambdaAdapter:
             sqs_record(lease.raw, queue_arn=self._queue_arn, region=self._region)
             for lease in leases
         )
-        result = await self._invoker.invoke(json.dumps(event).encode("utf-8"), deadline)
+        latest = min(lease.hard_limit for lease in leases)
+
+        def started(invocation_deadline: float) -> float:
+            # The function's timeout counts from the end of a cold start's init, not from
+            # here: keep the messages for as long (never past SQS's 12 hours).
+            kept = min(invocation_deadline, latest)
+            for lease in leases:
+                lease.deadline = kept
+            return kept
+
+        # Until the environment is ready the leases are kept through a cold start's init too.
+        for lease in leases:
+            lease.deadline = min(deadline + INIT_TIMEOUT_SECONDS, latest)
+        result = await self._invoker.invoke(json.dumps(event).encode("utf-8"), deadline, started)
         if isinstance(result, FunctionError):
             reason = _REASONS_BY_ERROR_TYPE.get(result.error_type, FailureReason.HANDLER_ERROR)
             failure = Failure(
@@ -212,8 +238,12 @@ class InProcessFunction:
         self._identity = identity
         self._log_stream = identity.log_stream_name
 
-    async def invoke(self, event: bytes, deadline: float) -> Result:
+    async def invoke(
+        self, event: bytes, deadline: float, started: StartHook | None = None
+    ) -> Result:
         """Call the function with a fresh event and context; serialise what it returns."""
+        if started is not None:  # no environment, no init: the invocation starts now
+            deadline = started(deadline)
         identity = self._identity
         context = LambdaContext(
             function_name=identity.function_name,

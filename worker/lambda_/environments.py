@@ -43,7 +43,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from worker.config import LambdaRuntime, Settings
 from worker.errors import ConfigurationError
 from worker.lambda_.env import FunctionIdentity, lambda_environment
-from worker.lambda_.invocation import FunctionError, FunctionResponse, InvocationRequest, Result
+from worker.lambda_.invocation import (
+    INIT_TIMEOUT_SECONDS,
+    FunctionError,
+    FunctionResponse,
+    InvocationRequest,
+    Result,
+    StartHook,
+)
 from worker.lambda_.logs import LineForwarder, OutputFormat
 from worker.lambda_.runtime_api import RuntimeApi
 
@@ -333,22 +340,36 @@ class EnvironmentPool:
         self._count()
         return None
 
-    async def invoke(self, event: bytes, deadline: float) -> Result:
-        """Run one invocation of the function on ``event`` until ``deadline`` (monotonic)."""
+    async def invoke(
+        self, event: bytes, deadline: float, started: StartHook | None = None
+    ) -> Result:
+        """Run one invocation of the function on ``event``.
+
+        ``deadline`` (monotonic) is where the function's timeout ends if the invocation starts
+        now. A cold start first initialises the function, under Lambda's own limit on init
+        (:data:`INIT_TIMEOUT_SECONDS`), and, as on Lambda, the timeout counts from the end of
+        it: the invocation's deadline moves later by the init's time, and ``started`` is told
+        it (and may cap it).
+        """
+        timeout = deadline - time.monotonic()
+        request_id = str(uuid.uuid4())
+        environment, cold_error = await self._take(time.monotonic() + INIT_TIMEOUT_SECONDS)
+        began = time.monotonic()
+        log.info("lambda.start", request_id=request_id, version=self.spec.version)
+        if environment is None:
+            assert cold_error is not None  # noqa: S101 -- one or the other
+            self._report(request_id, began, None, cold_error, status="error")
+            return cold_error
+        deadline = began + timeout
+        if started is not None:
+            deadline = started(deadline)
         request = InvocationRequest(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id,
             event=event,
             deadline_ms=int((time.time() + deadline - time.monotonic()) * 1000),
             function_arn=self.spec.function_arn,
             trace_id=_trace_id(),
         )
-        started = time.monotonic()
-        log.info("lambda.start", request_id=request.request_id, version=self.spec.version)
-        environment, cold_error = await self._take(deadline)
-        if environment is None:
-            assert cold_error is not None  # noqa: S101 -- one or the other
-            self._report(request.request_id, started, None, cold_error, status="error")
-            return cold_error
         init_seconds, environment.init_seconds = environment.init_seconds, None
         cause = ""
         try:
@@ -366,8 +387,8 @@ class EnvironmentPool:
         if cause == "timeout":
             status = "timeout"
         self._report(
-            request.request_id,
-            started,
+            request_id,
+            began,
             environment,
             result,
             status=status,

@@ -7,8 +7,18 @@ do not import an HTTP server.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# Lambda's limit on an on-demand environment's init phase. Init is not part of the function's
+# timeout: an invocation's timeout starts when its environment is ready.
+INIT_TIMEOUT_SECONDS = 10.0
+
+# Told the deadline (monotonic) an invocation has once its environment is ready (later than the
+# one asked for by a cold start's init); returns the deadline to keep (the caller's may be
+# earlier: SQS's 12 hours).
+StartHook = Callable[[float], float]
 
 
 @dataclass(frozen=True, slots=True)

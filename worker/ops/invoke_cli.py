@@ -36,11 +36,14 @@ from worker.errors import ConfigurationError, HandlerExitError, StartupError
 from worker.handlers import calls as invoke
 from worker.handlers.calls import Caller
 from worker.lambda_.env import FunctionIdentity, container_memory_mb
-from worker.lambda_.invocation import FunctionError, FunctionResponse, Result
+from worker.lambda_.invocation import (
+    INIT_TIMEOUT_SECONDS,
+    FunctionError,
+    FunctionResponse,
+    Result,
+)
 from worker.ops.cli_help import command, option
 
-# Lambda's limit on a function's initialisation, as at the worker's start-up.
-_INIT_SECONDS = 10.0
 _CALL_MACHINERY = (
     invoke.__file__,
     str(Path(concurrent.futures.__file__).parent),
@@ -202,7 +205,7 @@ async def invoke_lambda_handler(settings: Settings, event: bytes) -> Invoked:
     )
     started = time.monotonic()
     try:
-        result: Result | None = await pool.warm_up(_INIT_SECONDS)
+        result: Result | None = await pool.warm_up(INIT_TIMEOUT_SECONDS)
         if result is None:
             result = await pool.invoke(event, time.monotonic() + settings.max_processing_seconds)
     except OSError as exc:  # the environment's process could not be started at all
