@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import LogCapture
 
 from tests.invariant import Ledger
-from tests.support import REGION, Queues, depth, eventually, running_worker, send
+from tests.support import REGION, Queues, depth, eventually, publish, running_worker, send
 from worker import Message, NonRetryableError
 from worker.config import Settings
 from worker.consume.sqs import open_sns, open_sqs
@@ -290,6 +290,28 @@ class TestFilteredHostileInput:
         assert sorted(handled) == sorted([HUGE_EXPONENT, '{"amount": 5}', '{"amount": 7}'])
         assert running.report.deleted == 4  # three handled, one filtered out
         assert await depth(queues, queues.queue_url) == (0, 0)
+
+    async def test_a_message_handler_filters_what_it_would_be_handed(self, queues: Queues) -> None:
+        # Through SNS without raw delivery each body is an envelope. A message handler's filter
+        # sees Message.body, the published payload, as `worker dlq redrive --filter` does; a
+        # filter on the envelope would have matched nothing and deleted every message unhandled.
+        handled: list[str] = []
+
+        async def records(message: Message) -> None:
+            handled.append(message.body)
+
+        await publish(queues, '{"amount": 5}', '{"amount": -5}')
+        await send(queues, '{"Type": "Notification", "TopicArn": "arn:aws:sns:x", "Message": 7}')
+        settings = queues.settings(filter_criteria=POSITIVE_AMOUNTS)
+        async with running_worker(settings, records) as running:
+            await eventually(lambda: _visible(queues, queues.dlq_url, 1), timeout=30)
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        assert handled == ['{"amount": 5}']
+        assert running.report.failures == {"malformed": queues.max_receive_count}
+        filtered = running.worker.metrics.registry.get_sample_value(
+            "worker_messages_filtered_total", {"queue": queues.queue_name}
+        )
+        assert filtered == 1  # the negative amount; the broken envelope went to the DLQ
 
     async def test_a_body_the_filter_cannot_read_fails_alone_and_reaches_the_dlq(
         self, queues: Queues, monkeypatch: pytest.MonkeyPatch

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support import Queues, depth, eventually, make_queues, running_worker, send
+from tests.support import Queues, depth, eventually, make_queues, publish, running_worker, send
 from worker.config import HandlerType
 from worker.consume.sqs import open_sqs
 from worker.errors import ConfigurationError
@@ -148,6 +148,25 @@ class TestFilterCriteria:
             "worker_messages_filtered_total", {"queue": queues.queue_name}
         )
         assert filtered == 3  # two refunds and the body that is not JSON: deleted unhandled
+
+    async def test_a_lambda_handler_filters_the_sqs_body_envelope_and_all(
+        self, queues: Queues
+    ) -> None:
+        # Lambda's filters see the SQS body: through SNS without raw delivery, the envelope.
+        handled: list[str] = []
+
+        def handler(event: dict[str, Any], context: Any) -> None:
+            handled.extend(json.loads(record["body"])["Message"] for record in event["Records"])
+
+        pattern = json.dumps({"body": {"Message": [{"prefix": "keep"}]}})
+        criteria = json.dumps({"Filters": [{"Pattern": pattern}]})
+        await publish(queues, "keep-1", "drop-1", "keep-2")
+        settings = lambda_settings(queues, filter_criteria=criteria, batch_size=1)
+        async with running_worker(settings, handler) as running:
+            await eventually(lambda: len(handled) == 2, timeout=20)
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+        assert sorted(handled) == ["keep-1", "keep-2"]
+        assert await depth(queues, queues.queue_url) == (0, 0)  # drop-1 deleted unhandled
 
     def test_invalid_criteria_is_a_configuration_error(self, queues: Queues) -> None:
         pattern = json.dumps({"body": {"k": [{"prefix": 1}]}})

@@ -64,6 +64,7 @@ class Runner:
         queue_name: str,
         fifo: bool = False,
         criteria: FilterCriteria | None = None,
+        filtered_body: Callable[[str], str] | None = None,
         log_bodies: bool = False,
         prefetch: Prefetch | None = None,
         has_dlq: bool = True,
@@ -79,6 +80,10 @@ class Runner:
         self._queue_name = queue_name
         self.fifo = fifo
         self._criteria = criteria
+        # What of a message the criteria see: the SQS body, as Lambda's filters (lambda
+        # handlers), or what a message handler's ``Message.body`` holds (the SNS envelope
+        # unwrapped).
+        self._filtered_body = filtered_body or _as_is
         self._log_bodies = log_bodies
         # Bound once: a module's lazy logger builds a new bound logger on every call, which a
         # debug line per message would pay even when debug is off.
@@ -160,16 +165,21 @@ class Runner:
     def _admits(self, lease: Lease, criteria: FilterCriteria) -> bool:
         """Whether ``criteria`` let the message through; what they do not is settled here.
 
-        The criteria are applied to whatever the body holds. Should that ever raise, it is a
-        defect on our side, not grounds to drop the message: it fails as malformed (retried, then
-        the DLQ), and nothing else of its receive is held up.
+        The criteria are applied to whatever the body holds. A body that cannot be read (a
+        broken SNS envelope) fails as malformed, as its handler call would; should the criteria
+        ever raise, it is a defect on our side, not grounds to drop the message: it fails as
+        malformed too (retried, then the DLQ), and nothing else of its receive is held up.
         """
+        error: MalformedMessageError | None = None
         try:
-            matched = criteria.matches({"body": lease.raw.get("Body", "")})
+            matched = criteria.matches({"body": self._filtered_body(lease.raw.get("Body", ""))})
+        except MalformedMessageError as exc:
+            error = exc
         except Exception as exc:  # noqa: BLE001 -- one message's content fails that message only
             error = MalformedMessageError(
                 f"the filter criteria could not be applied to the body ({type(exc).__name__})"
             )
+        if error is not None:
             with bound_contextvars(
                 queue=self._queue_name,
                 message_id=lease.message_id,
@@ -452,3 +462,7 @@ def _outcome_label(outcomes: Sequence[Outcome]) -> str:
     if len(failures) < len(outcomes):
         return "partial"
     return failures[0].reason.value
+
+
+def _as_is(body: str) -> str:
+    return body

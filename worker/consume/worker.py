@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import time
@@ -59,6 +60,7 @@ from worker.handlers.adapters import (
 )
 from worker.handlers.calls import Caller
 from worker.handlers.filtering import FilterCriteria
+from worker.handlers.message import published_body
 from worker.health import Health, heartbeat
 from worker.http import StatusServer
 from worker.lambda_.env import (
@@ -173,6 +175,11 @@ class Worker:
             fifo=info.fifo,
             criteria=(
                 FilterCriteria.parse(settings.filter_criteria) if settings.filter_criteria else None
+            ),
+            filtered_body=(
+                functools.partial(published_body, envelope=settings.sns_envelope)
+                if settings.handler_type is HandlerType.MESSAGE
+                else None  # Lambda's filters see the SQS body, an SNS envelope included
             ),
             log_bodies=settings.log_message_bodies,
             prefetch=self.prefetch,

@@ -151,6 +151,17 @@ def parse_message(raw: Mapping[str, Any], *, queue_url: str, envelope: EnvelopeM
     )
 
 
+def published_body(raw_body: str, envelope: EnvelopeMode) -> str:
+    """What the producer published: ``raw_body`` with any SNS envelope unwrapped.
+
+    ``Message.body`` without the rest of the message, for what looks at payloads before a
+    handler does (``WORKER_FILTER_CRITERIA`` with a ``message`` handler). Raises
+    :class:`MalformedMessageError` where :func:`parse_message` would for the envelope.
+    """
+    document = _envelope_of(raw_body, envelope)
+    return raw_body if document is None else _text_field(document, "Message")
+
+
 def _looks_like_notification(body: str) -> bool:
     # Cheap tests first: most bodies are not envelopes and must not pay for a JSON parse. Either
     # marker is enough, so that an envelope truncated before one of them is still recognised
