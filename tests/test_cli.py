@@ -20,6 +20,7 @@ from worker.config import LogFormat, Settings, env_name
 from worker.consume.sqs import open_sqs
 from worker.ops import completion
 from worker.ops.cli import _configure_logging, build_parser, main
+from worker.ops.local import embedded_broker
 
 # Flags whose setting has another name than the flag's destination.
 SETTING_OF = {"raw_delivery": "raw_message_delivery", "dlq": "dlq_name"}
@@ -220,6 +221,21 @@ class TestLocal:
         assert capsys.readouterr().err.splitlines()[-1] == (
             "worker local: error: argument --port: '99999' is not a port (0-65535)"
         )
+
+    def test_a_port_just_left_is_not_taken(self) -> None:
+        # `worker local` stopped a moment ago: its port's closed connections are in TIME_WAIT,
+        # which the server's own bind (SO_REUSEADDR) accepts, and so must the check before it.
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as moto's server does
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            port = server.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                accepted, _ = server.accept()
+                accepted.close()  # the server side closes first: its end enters TIME_WAIT
+                client.recv(1)
+        with embedded_broker(port=port) as url:
+            assert url == f"http://127.0.0.1:{port}"
 
     def test_a_taken_port(self, capsys: pytest.CaptureFixture[str]) -> None:
         with socket.socket() as taken:

@@ -157,8 +157,13 @@ def shell_environment(endpoint_url: str, region: str | None = None) -> dict[str,
 
 
 def _refuse_a_taken_port(host: str, port: int) -> None:
-    """moto's server thread would die on a taken port and leave its caller waiting forever."""
+    """moto's server thread would die on a taken port and leave its caller waiting forever.
+
+    The probe binds as the server will, with SO_REUSEADDR: a port whose last connections
+    linger in TIME_WAIT (``worker local`` stopped a moment ago) is free to listen on.
+    """
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -189,7 +194,7 @@ def embedded_broker(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the local broker as a server of its own (moto's server, patched)."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "The local broker.").splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
     args = parser.parse_args(argv)
