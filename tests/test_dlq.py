@@ -355,6 +355,21 @@ class TestProgress:
             "moved 4 of 8 messages in"
         )
 
+    def test_a_dry_run_says_how_many_shapes_it_does_not_list(self) -> None:
+        shapes = Counter({f"{{k{n}: str}}": 10 - n for n in range(7)})  # 7 shapes, 49 messages
+        result = dlq.RedriveResult(seen=49, matched=49, shapes=shapes)
+        lines = _summary(result, dlq.RedrivePlan(dry_run=True)).splitlines()
+        assert lines[0] == "dry run: 49 of 49 messages would be moved"
+        assert lines[1:6] == [f"  {10 - n:>5} x {{k{n}: str}}" for n in range(5)]
+        assert lines[6:] == ["  and 2 more shapes (9 messages): --json lists every one"]
+
+    def test_a_summary_of_five_shapes_or_fewer_lists_them_all(self) -> None:
+        result = dlq.RedriveResult(seen=3, matched=3, shapes=Counter({"text": 2, "{n: number}": 1}))
+        assert _summary(result, dlq.RedrivePlan(dry_run=True)).splitlines()[1:] == [
+            "      2 x text",
+            "      1 x {n: number}",
+        ]
+
     def test_the_line_shows_every_figure(self) -> None:
         class Terminal(io.StringIO):
             def isatty(self) -> bool:

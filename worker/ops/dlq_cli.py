@@ -27,6 +27,7 @@ from worker.errors import ConfigurationError, StartupError
 from worker.ops import dlq
 
 log = structlog.get_logger("worker.ops.dlq")
+_SHAPES_SHOWN = 5  # the most common body shapes a text summary lists
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 _PROGRESS_LOG_SECONDS = 5.0
@@ -256,8 +257,12 @@ def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
             "ended; each was counted once, but some may not have been received at all: "
             "run again with a longer --hold for a complete pass"
         )
-    for shape, count in result.shapes.most_common(5):
-        lines.append(f"  {count:>5} x {shape}")
+    shown = result.shapes.most_common(_SHAPES_SHOWN)
+    lines.extend(f"  {count:>5} x {shape}" for shape, count in shown)
+    rest = len(result.shapes) - len(shown)
+    if rest:
+        others = result.matched - sum(count for _, count in shown)
+        lines.append(f"  and {rest} more shapes ({others} messages): --json lists every one")
     return "\n".join(lines)
 
 
