@@ -307,11 +307,41 @@ class TestProblems:
         toml_file.write_text("colour = 3\n", encoding="utf-8")
         assert problems_of(config_file=toml_file) == [f"{toml_file}: colour: unknown setting"]
 
-    def test_bad_value_in_file(self, toml_file: Path) -> None:
+    def test_bad_value_in_file_is_named_by_the_file_and_its_key(self, toml_file: Path) -> None:
         toml_file.write_text("concurrency = 0\n", encoding="utf-8")
         (problem,) = problems_of(config_file=toml_file)
-        assert problem.startswith("WORKER_CONCURRENCY: ")
+        assert problem.startswith(f"{toml_file}: concurrency: ")
         assert "(got 0)" in problem
+
+    def test_a_bad_variable_over_the_file_is_named_as_the_variable(
+        self, toml_file: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        toml_file.write_text("concurrency = 4\n", encoding="utf-8")
+        monkeypatch.setenv("WORKER_CONCURRENCY", "zero")  # the environment wins over the file
+        (problem,) = problems_of(config_file=toml_file)
+        assert problem.startswith("WORKER_CONCURRENCY: ")
+
+    def test_what_a_command_requires_is_said_with_every_other_problem(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("WORKER_CONCURRENCY", "zero")
+        monkeypatch.setenv("WORKER_QUEUE_NAME", "orders")
+        required = [
+            (("handler",), "WORKER_HANDLER: required"),
+            (("queue_url", "queue_name"), "a queue: required"),
+        ]
+        with pytest.raises(ConfigurationError) as error:
+            load_settings(required=required)
+        assert error.value.problems[0].startswith("WORKER_CONCURRENCY: ")
+        assert error.value.problems[1:] == ["WORKER_HANDLER: required"]  # the queue is set
+        monkeypatch.delenv("WORKER_CONCURRENCY")
+        monkeypatch.delenv("WORKER_QUEUE_NAME")
+        with pytest.raises(ConfigurationError) as error:  # nothing else wrong: both missing
+            load_settings(required=required)
+        assert error.value.problems == ["WORKER_HANDLER: required", "a queue: required"]
+        monkeypatch.setenv("WORKER_HANDLER", "app:handle")
+        monkeypatch.setenv("WORKER_QUEUE_URL", "http://localhost:4566/000000000000/orders")
+        assert load_settings(required=required).handler == "app:handle"
 
     def test_missing_file(self, tmp_path: Path) -> None:
         missing = tmp_path / "absent.toml"

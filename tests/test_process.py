@@ -329,6 +329,11 @@ class TestStartup:
                 "integer, unable to parse string as an integer (got 'zero')",
                 "worker: configuration error: WORKER_HANDLER_TYPE: Input should be 'message' or "
                 "'lambda' (got 'java')",
+                # What `run` needs and was not given, in the same breath.
+                "worker: configuration error: WORKER_HANDLER: required ('package.module:function',"
+                " or Lambda's 'module.function')",
+                "worker: configuration error: WORKER_QUEUE_URL or WORKER_QUEUE_NAME (--queue): "
+                "required",
             ]
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -380,7 +380,39 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     ]
 
 
-def _describe(error: Mapping[str, Any], config_file: Path | None = None) -> str:
+class _Sources:
+    """Where each setting was given: flags, the environment, the TOML file.
+
+    For the lines of a configuration error: a bad value is named where it was written (the
+    variable, or the file's key), and a setting a command needs is said to be missing in the
+    same breath as every other problem, even where the others stopped the settings from loading.
+    """
+
+    def __init__(
+        self, given: Mapping[str, Any], environ: Mapping[str, str], file_keys: set[str]
+    ) -> None:
+        self.given = given
+        self.environ = {name.upper() for name, value in environ.items() if value != ""}
+        self.file_keys = file_keys
+
+    def has(self, field: str) -> bool:
+        """Whether any source sets ``field``."""
+        return field in self.given or env_name(field) in self.environ or field in self.file_keys
+
+    def only_in_file(self, field: str) -> bool:
+        """Whether the TOML file is where ``field`` comes from (flags and variables win)."""
+        return field in self.file_keys and not (
+            field in self.given or env_name(field) in self.environ
+        )
+
+
+# A setting a command cannot do without: any of the fields, or the problem line.
+Requirement = tuple[tuple[str, ...], str]
+
+
+def _describe(
+    error: Mapping[str, Any], config_file: Path | None = None, sources: _Sources | None = None
+) -> str:
     location = error.get("loc") or ()
     message = str(error["msg"]).removeprefix("Value error, ")
     if not location:
@@ -391,44 +423,66 @@ def _describe(error: Mapping[str, Any], config_file: Path | None = None) -> str:
         # As for an unknown variable: a likely match, and where the key was found.
         fields = {name: name for name in Settings.model_fields}
         return f"{config_file}: {field}: unknown setting{_did_you_mean(field, fields)}"
+    if sources is not None and sources.only_in_file(field):
+        where = f"{config_file}: {field}"
     shown = error.get("input")
     secret = field in _SECRET_FIELDS
     got = f" (got {shown!r})" if isinstance(shown, str | int | float | bool) and not secret else ""
     return f"{where}: {message}{got}"
 
 
-def _read_config_file(path: Path) -> list[str]:
+def _read_config_file(path: Path) -> tuple[list[str], set[str]]:
+    """The file's problems, and the keys it sets."""
     import tomllib  # noqa: PLC0415 -- only with a file: not in every worker's memory
 
     if not path.is_file():
-        return [f"{CONFIG_FILE_VARIABLE}={path}: no such file"]
+        return [f"{CONFIG_FILE_VARIABLE}={path}: no such file"], set()
     try:
-        tomllib.loads(path.read_text(encoding="utf-8"))
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-        return [f"{CONFIG_FILE_VARIABLE}={path}: not valid TOML ({exc})"]
-    return []
+        return [f"{CONFIG_FILE_VARIABLE}={path}: not valid TOML ({exc})"], set()
+    return [], set(document)
 
 
 def load_settings(
-    *, config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+    *,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    required: Sequence[Requirement] = (),
 ) -> Settings:
-    """Read the settings, or raise :class:`ConfigurationError` listing every problem."""
+    """Read the settings, or raise :class:`ConfigurationError` listing every problem.
+
+    ``required``: settings the command needs; one missing is one more problem, reported with
+    the others (bad values, unknown variables) rather than after they are fixed.
+    """
     problems = unknown_variables(os.environ)
     if config_file is None and os.environ.get(CONFIG_FILE_VARIABLE):
         config_file = Path(os.environ[CONFIG_FILE_VARIABLE])
     settings_cls: type[Settings] = Settings
+    file_keys: set[str] = set()
     if config_file is not None:
-        file_problems = _read_config_file(config_file)
+        file_problems, file_keys = _read_config_file(config_file)
         problems.extend(file_problems)
         if not file_problems:
             config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
             settings_cls = type("FileSettings", (Settings,), {"model_config": config})
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    sources = _Sources(given, os.environ, file_keys)
     try:
         settings = settings_cls(**given)
     except ValidationError as exc:
-        problems.extend(_describe(error, config_file) for error in exc.errors(include_url=False))
+        problems.extend(
+            _describe(error, config_file, sources) for error in exc.errors(include_url=False)
+        )
+        problems.extend(
+            missing for fields, missing in required if not any(map(sources.has, fields))
+        )
         raise ConfigurationError(problems) from None
+    problems.extend(
+        missing
+        for fields, missing in required
+        if all(getattr(settings, field) is None for field in fields)
+    )
     if problems:
         raise ConfigurationError(problems)
     return settings

@@ -25,7 +25,15 @@ from typing import Any
 import structlog
 
 from worker._version import __version__
-from worker.config import HandlerType, LogFormat, LogLevel, Settings, load_settings
+from worker.config import (
+    HANDLER_FORMS,
+    HandlerType,
+    LogFormat,
+    LogLevel,
+    Requirement,
+    Settings,
+    load_settings,
+)
 from worker.errors import ConfigurationError, StartupError
 from worker.logs import configure_logging
 from worker.ops import completion, dlq_args, invoke_cli
@@ -652,6 +660,15 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any
 }
 
 
+# What a command cannot start without, said with every other configuration problem at once.
+_REQUIRED: dict[str, tuple[Requirement, ...]] = {
+    "run": (
+        (("handler",), f"WORKER_HANDLER: required ({HANDLER_FORMS})"),
+        (("queue_url", "queue_name"), "WORKER_QUEUE_URL or WORKER_QUEUE_NAME (--queue): required"),
+    ),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -659,7 +676,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return healthcheck(args)
     try:
         settings = load_settings(
-            config_file=getattr(args, "config", None), overrides=_overrides(args)
+            config_file=getattr(args, "config", None),
+            overrides=_overrides(args),
+            required=_REQUIRED.get(args.command, ()),
         )
         if args.command == "publish":
             args.events = _events(args)
