@@ -180,12 +180,15 @@ class TestRedrive:
 
     async def test_native_fallback_when_the_endpoint_lacks_move_tasks(self, queues: Queues) -> None:
         await seed(queues, "a", "b")
-        with without_move_tasks(queues.endpoint_url) as endpoint:
+        no_move_tasks = Rule.on(Fault.HTTP_500, "StartMessageMoveTask")
+        with FaultProxy(queues.endpoint_url) as proxy, proxy.inject(no_move_tasks):
             result = await dlq.run_redrive(
-                queues.settings(endpoint_url=endpoint), dlq.RedrivePlan()
+                queues.settings(endpoint_url=proxy.url), dlq.RedrivePlan()
             )
         assert result.native_task is None  # HTTP 500: moved message by message
         assert result.moved == 2
+        # Asked once, not again after the SDK's backoffs (ten seconds on moto).
+        assert no_move_tasks.injected == 1
 
     async def test_filter_moves_only_what_matches(self, queues: Queues) -> None:
         await seed(queues, *(json.dumps({"type": "order", "n": n}) for n in range(3)))

@@ -781,11 +781,15 @@ async def native_redrive(
     progress: Progress | None = None,
     stop: asyncio.Event | None = None,
     wait: bool = True,
+    starter: SQSClient | None = None,
 ) -> RedriveResult | None:
-    """Redrive with SQS's own move task; ``None`` where the endpoint has none."""
+    """Redrive with SQS's own move task; ``None`` where the endpoint has none.
+
+    ``starter``: the client that starts the task, where it is not ``client``.
+    """
     try:
         handle = await start_move_task(
-            client,
+            starter or client,
             dlq_arn=pair.dlq_arn,
             destination_arn=None if plan.destination is None else destination_arn,
             rate=plan.rate,
@@ -826,9 +830,20 @@ async def run_redrive(
         pair = await find_pair(client, settings)
         url, arn, fifo = await destination_of(client, pair, plan)
         if plan.native_possible and not stop.is_set():
-            result = await native_redrive(
-                client, pair, plan, arn, progress=progress, stop=stop, wait=wait
-            )
+            # Started with one attempt: an endpoint without move tasks (moto: HTTP 500) says
+            # so at once instead of after the SDK's retries (10 s); should SQS itself fail to
+            # start one, the message-by-message redrive that follows is as correct.
+            async with open_sqs(settings, max_attempts=1) as starter:
+                result = await native_redrive(
+                    client,
+                    pair,
+                    plan,
+                    arn,
+                    progress=progress,
+                    stop=stop,
+                    wait=wait,
+                    starter=starter,
+                )
             if result is not None:
                 return result
         redrive = Redrive(
