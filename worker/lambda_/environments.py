@@ -309,6 +309,9 @@ class EnvironmentPool:
         self._busy: set[Environment] = set()
         self._numbers = 0
         self._closed = False
+        # Bound once: the module's lazy logger builds a bound logger on every call, and each
+        # invocation logs three lines (START, END, REPORT).
+        self._log = log.bind()
 
     @property
     def busy(self) -> int:
@@ -355,7 +358,7 @@ class EnvironmentPool:
         request_id = str(uuid.uuid4())
         environment, cold_error = await self._take(time.monotonic() + INIT_TIMEOUT_SECONDS)
         began = time.monotonic()
-        log.info("lambda.start", request_id=request_id, version=self.spec.version)
+        self._log.info("lambda.start", request_id=request_id, version=self.spec.version)
         if environment is None:
             assert cold_error is not None  # noqa: S101 -- one or the other
             self._report(request_id, began, None, cold_error, status="error")
@@ -427,7 +430,7 @@ class EnvironmentPool:
             self._busy.discard(environment)
             self._count()
             self.metrics.replaced["init_error"].inc()
-            log.warning(
+            self._log.warning(
                 "lambda.init_failed", error_type=error.error_type, error=error.error_message
             )
             return None, FunctionError(
@@ -446,7 +449,7 @@ class EnvironmentPool:
     def _log_init(self, environment: Environment) -> None:
         if environment.init_seconds is not None:
             self.metrics.init_duration.observe(environment.init_seconds)
-            log.info(
+            self._log.info(
                 "lambda.init",
                 environment=environment.number,
                 init_duration_ms=round(environment.init_seconds * 1000, 2),
@@ -468,7 +471,7 @@ class EnvironmentPool:
     ) -> None:
         """Lambda's END and REPORT lines, as structured events."""
         duration_ms = (time.monotonic() - started) * 1000
-        log.info("lambda.end", request_id=request_id)
+        self._log.info("lambda.end", request_id=request_id)
         fields: dict[str, object] = {
             "request_id": request_id,
             "duration_ms": round(duration_ms, 2),
@@ -483,7 +486,7 @@ class EnvironmentPool:
             fields["init_duration_ms"] = round(init_seconds * 1000, 2)
         if isinstance(result, FunctionError):
             fields["error_type"] = result.error_type
-        log.info("lambda.report", **fields)
+        self._log.info("lambda.report", **fields)
 
 
 def _invalid_entrypoint(exc: OSError) -> FunctionError:
