@@ -9,6 +9,9 @@ runs every message cannot depend on what an operator runs now and then.
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,39 @@ class TestLayers:
         for layer in ("consume", "handlers", "lambda_", "ops"):
             assert (PACKAGE / layer / "__init__.py").is_file()
         assert len(BELOW_OPERATIONS) > 20
+
+
+# What `worker run` with a message handler has no use for, and each would cost it memory and
+# start-up time: the DLQ tools, event filtering (imported where WORKER_FILTER_CRITERIA is set),
+# Lambda's execution environments and their HTTP server, and aiohttp's web server.
+NOT_FOR_RUN = (
+    "worker.ops.dlq",
+    "worker.ops.dlq_cli",
+    "worker.handlers.filtering",
+    "worker.lambda_.environments",
+    "worker.lambda_.runtime_api",
+    "worker.lambda_.http1",
+    "aiohttp.web",
+)
+
+
+class TestWhatRunImports:
+    """`worker run` imports what every run needs, and the rest only where it is used."""
+
+    def test_the_run_path_leaves_the_rest_unimported(self) -> None:
+        # A fresh interpreter: what this test process imported says nothing.
+        probe = (
+            "import json, sys\n"
+            "from worker.ops import cli\n"
+            "from worker.consume import worker\n"
+            "print(json.dumps(sorted(sys.modules)))\n"
+        )
+        loaded = set(
+            json.loads(
+                subprocess.run(  # noqa: S603 -- our own interpreter and probe
+                    [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+                ).stdout
+            )
+        )
+        assert "worker.consume.runner" in loaded  # the probe does import the run path
+        assert sorted(set(NOT_FOR_RUN) & loaded) == []

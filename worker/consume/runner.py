@@ -35,11 +35,12 @@ from worker.consume.settler import Settler
 from worker.consume.sqs import MAX_BATCH
 from worker.errors import MalformedMessageError
 from worker.handlers.adapters import Adapter, Invocation
-from worker.handlers.filtering import FilterCriteria
 from worker.metrics import Metrics
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
+    from worker.handlers.filtering import FilterCriteria
 
 log = structlog.get_logger("worker.consume.runner")
 

@@ -59,7 +59,6 @@ from worker.handlers.adapters import (
     load_handler,
 )
 from worker.handlers.calls import Caller
-from worker.handlers.filtering import FilterCriteria
 from worker.handlers.message import published_body
 from worker.health import Health, heartbeat
 from worker.http import StatusServer
@@ -75,6 +74,8 @@ from worker.task_protection import task_protection
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
+
+    from worker.handlers.filtering import FilterCriteria
 
 log = structlog.get_logger("worker")
 
@@ -173,9 +174,7 @@ class Worker:
             batch_size=settings.batch_size_for_type,
             queue_name=info.name,
             fifo=info.fifo,
-            criteria=(
-                FilterCriteria.parse(settings.filter_criteria) if settings.filter_criteria else None
-            ),
+            criteria=_filter_criteria(settings),
             filtered_body=(
                 functools.partial(published_body, envelope=settings.sns_envelope)
                 if settings.handler_type is HandlerType.MESSAGE
@@ -466,6 +465,16 @@ def build_adapter(
     if function is None:
         function = message_handler(settings)
     return MessageAdapter(function, caller, queue_url=info.url, envelope=settings.sns_envelope)
+
+
+def _filter_criteria(settings: Settings) -> FilterCriteria | None:
+    """``WORKER_FILTER_CRITERIA``, parsed; the filtering module (0.5 MB resident) is imported
+    only where criteria are set."""
+    if not settings.filter_criteria:
+        return None
+    from worker.handlers.filtering import FilterCriteria  # noqa: PLC0415 -- see above
+
+    return FilterCriteria.parse(settings.filter_criteria)
 
 
 def message_handler(settings: Settings) -> Handler:
