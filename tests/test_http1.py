@@ -8,12 +8,13 @@ framing those clients may use and what malformed or oversized input gets.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from worker.lambda_.http1 import HttpServer, Request, Response
-from worker.lambda_.invocation import InvocationRequest
+from worker.lambda_.invocation import FunctionError, InvocationRequest
 from worker.lambda_.runtime_api import RUNTIME, RuntimeApi
 
 pytestmark = pytest.mark.asyncio
@@ -118,6 +119,48 @@ class TestFraming:
         assert (await read_response(reader)).endswith(b"zyx")
         writer.close()
 
+    async def test_empty_lines_before_a_request_are_ignored(
+        self, served: tuple[Recorder, HttpServer, int]
+    ) -> None:
+        recorder, _, port = served
+        await exchange(port, b"\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: 1\r\n\r\nz")
+        assert [(r.path, r.body) for r in recorder.requests] == [("/x", b"z")]
+
+    async def test_the_absolute_form_of_a_target(
+        self, served: tuple[Recorder, HttpServer, int]
+    ) -> None:
+        recorder, _, port = served
+        await exchange(port, b"GET http://127.0.0.1:9001/2018-06-01/a?q=1 HTTP/1.1\r\n\r\n")
+        assert recorder.requests[0].path == "/2018-06-01/a"
+
+    async def test_chunked_with_a_content_length_is_read_chunked_then_closed(
+        self, served: tuple[Recorder, HttpServer, int]
+    ) -> None:
+        recorder, _, port = served
+        [answer] = await exchange(
+            port,
+            b"POST /c HTTP/1.1\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nok\r\n0\r\n\r\n",
+        )
+        assert recorder.requests[0].body == b"ok"
+        assert b"Connection: close" in answer  # RFC 9112 6.3: the framing is not trusted further
+
+    async def test_a_client_that_half_closes_still_gets_its_answer(
+        self, served: tuple[Recorder, HttpServer, int]
+    ) -> None:
+        recorder, _, port = served
+        recorder.hold = asyncio.Event()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /h HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+        writer.write_eof()  # FIN after the request: legal, and the answer is still owed
+        await asyncio.sleep(0.05)
+        recorder.hold.set()
+        answer = await read_response(reader)
+        assert answer.endswith(b"ih")
+        assert b"Connection: close" in answer
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
     @pytest.mark.parametrize(
         ("head", "closes"),
         [
@@ -156,6 +199,29 @@ class TestBadInput:
             ),
             pytest.param(b"GET / HTTP/1.1\r\nX: " + b"a" * 5000 + b"\r\n\r\n", b"431", id="head"),
             pytest.param(b"GET / HTTP/1.1\r\nX: " + b"a" * 5000, b"431", id="endless-head"),
+            pytest.param(b"GET / HTTP/1.9\r\n\r\n", b"400", id="http-1.9"),
+            # Digits to str.isdigit, not to int(): superscript two, in Latin-1.
+            pytest.param(b"POST / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", b"400", id="sup2"),
+            pytest.param(b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", b"400", id="plus"),
+            pytest.param(
+                b"POST / HTTP/1.1\r\nContent-Length: 1234567890123456789\r\n\r\n",
+                b"400",
+                id="19-digits",
+            ),
+            pytest.param(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", b"501", id="gzip"),
+            *(
+                pytest.param(
+                    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\n",
+                    b"400",
+                    id=f"chunk-size-{size.decode()}",
+                )
+                for size in (b"0x5", b"+5", b"1_0", b"-0")
+            ),
+            pytest.param(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n",
+                b"400",
+                id="chunk-without-crlf",
+            ),
         ],
     )
     async def test_malformed_request_is_refused_and_the_connection_closed(
@@ -187,6 +253,20 @@ class TestBadInput:
         assert (big.body, big.body_size, big.body_too_large) == (b"", 1500, True)
         assert (following.path, following.body) == ("/next", b"ok")
         assert answers[1].endswith(b"ko")
+
+    async def test_a_body_refused_before_it_is_sent(
+        self, served: tuple[Recorder, HttpServer, int]
+    ) -> None:
+        # Expect: 100-continue with a body over the limit: no 100, the answer at once, and the
+        # connection closed (the client may send the body anyway).
+        recorder, _, port = served
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /big HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+        answer = await read_response(reader)
+        assert answer.startswith(b"HTTP/1.1 200 ")  # the route decides; the body never came
+        assert b"Connection: close" in answer
+        assert (recorder.requests[0].body_too_large, recorder.requests[0].body_size) == (True, 5000)
+        writer.close()
 
     async def test_a_failing_route_answers_500_and_closes(
         self, served: tuple[Recorder, HttpServer, int]
@@ -258,3 +338,64 @@ class TestRuntimeApiRoutes:
         await api.close()
         writer.close()
         assert api.initialised.result() is None
+
+    async def test_an_event_handed_to_a_next_that_is_cut_off_waits_for_the_next_one(
+        self,
+    ) -> None:
+        api = RuntimeApi()
+        await api.start()
+        waiting = asyncio.get_running_loop().create_task(
+            api._serve(Request("GET", f"{RUNTIME}/invocation/next", {}))
+        )
+        await asyncio.sleep(0)  # the next waits for an event
+        api.invoke(InvocationRequest("id-2", b"{}", 1, "arn:fn", "Root=1"))
+        waiting.cancel()  # its connection went before it could answer
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        again = await api._serve(Request("GET", f"{RUNTIME}/invocation/next", {}))
+        assert again.headers["Lambda-Runtime-Aws-Request-Id"] == "id-2"
+        await api.close()
+
+    async def test_a_second_answer_and_a_late_init_error_are_refused_as_lambda_does(
+        self,
+    ) -> None:
+        api = RuntimeApi()
+        await api.start()
+        answer = api.invoke(InvocationRequest("id-3", b"{}", 1, "arn:fn", "Root=1"))
+        await api._serve(Request("GET", f"{RUNTIME}/invocation/next", {}))
+        too_large = Request(
+            "POST",
+            f"{RUNTIME}/invocation/id-3/response",
+            {},
+            body_size=7_000_000,
+            body_too_large=True,
+        )
+        refused = await api._serve(too_large)
+        assert refused.status == 413
+        assert json.loads(refused.body) == {
+            "errorMessage": "Exceeded maximum allowed payload size (6291556 bytes).",
+            "errorType": "RequestEntityTooLarge",
+        }
+        result = await answer
+        assert result == FunctionError(
+            "Function.ResponseSizeTooLarge",
+            "Response payload size (7000000 bytes) exceeded maximum allowed payload size "
+            "(6291556 bytes).",
+        )
+        error = Request("POST", f"{RUNTIME}/invocation/id-3/error", {}, body=b"{}")
+        assert (await api._serve(error)).status == 403  # already answered
+        unknown = Request("POST", f"{RUNTIME}/invocation/id-9/error", {}, body=b"{}")
+        assert (await api._serve(unknown)).status == 400
+        late = Request("POST", f"{RUNTIME}/init/error", {}, body=b"{}")
+        assert (await api._serve(late)).status == 403
+        await api.close()
+
+    async def test_a_waiting_next_is_told_the_api_is_gone(self) -> None:
+        api = RuntimeApi()
+        _, _, port = (await api.start()).partition(":")
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
+        writer.write(f"GET {RUNTIME}/invocation/next HTTP/1.1\r\n\r\n".encode())
+        await asyncio.sleep(0.05)
+        await api.close()
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 410 ")
+        writer.close()

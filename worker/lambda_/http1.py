@@ -19,12 +19,18 @@ grows past a request's limits).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
+# RFC 9112's grammars, in ASCII only (str.isdigit and int() accept more: "²", "+5", "1_0").
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 @dataclass(slots=True)
@@ -82,6 +88,7 @@ class HttpServer:
         if server is None:
             return
         server.close()
+        await asyncio.sleep(0)  # requests woken by the closing (a `next`) answer first
         for connection in list(self._connections):
             connection.abort()
         await server.wait_closed()
@@ -101,6 +108,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._reader = _RequestReader(max_head, max_body)
         self._handling: asyncio.Task[None] | None = None
+        self._eof = False  # the client sent all it will (a half-close): answer, then close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 -- a stream server
@@ -112,6 +120,12 @@ class _Connection(asyncio.Protocol):
         self._transport = None
         if self._handling is not None:
             self._handling.cancel()
+
+    def eof_received(self) -> bool:
+        # A client may half-close after its request: the answer is still owed. Keep the
+        # transport open while a request is handled (True), and close after answering it.
+        self._eof = True
+        return self._handling is not None
 
     def abort(self) -> None:
         """Drop the connection now (the server is closing)."""
@@ -135,6 +149,9 @@ class _Connection(asyncio.Protocol):
         except _BadRequest as bad:
             self._send(Response(bad.status, bad.reason.encode()), keep_alive=False)
             return
+        except Exception:  # noqa: BLE001 -- a reader defect answers this client, not the loop
+            self._send(Response(400, b"unreadable request"), keep_alive=False)
+            return
         if request is None:
             return
         self._handling = asyncio.get_running_loop().create_task(self._handle(request, keep_alive))
@@ -148,8 +165,8 @@ class _Connection(asyncio.Protocol):
             response = Response(500, b"internal error")
             keep_alive = False
         self._handling = None
-        self._send(response, keep_alive=keep_alive)
-        if keep_alive and self._transport is not None:
+        self._send(response, keep_alive=keep_alive and not self._eof)
+        if keep_alive and not self._eof and self._transport is not None:
             if not self._transport.is_reading():
                 self._transport.resume_reading()
             self._read_requests()
@@ -205,7 +222,12 @@ class _RequestReader:
                 return None, False
             expect = self._request.headers.get("expect", "").lower()
             if expect == "100-continue" and self._remaining:
-                transport.write(_CONTINUE)
+                if self._request.body_too_large:
+                    # Refused before it is sent: the client may or may not send it anyway,
+                    # so the connection ends with the answer.
+                    self._remaining, self._keep_alive = 0, False
+                else:
+                    transport.write(_CONTINUE)
         request = self._request
         done = self._read_chunked(buffer, request) if self._chunked else self._read_sized(buffer)
         if not done:
@@ -216,6 +238,8 @@ class _RequestReader:
         return request, self._keep_alive
 
     def _read_head(self, buffer: bytearray) -> Request | None:
+        while buffer.startswith(b"\r\n"):  # RFC 9112 2.2: empty lines before a request
+            del buffer[:2]
         end = buffer.find(b"\r\n\r\n")
         if end > self._max_head or (end < 0 and len(buffer) > self._max_head):
             raise _BadRequest(431, "request header fields too large")
@@ -224,26 +248,38 @@ class _RequestReader:
         line, *header_lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
         del buffer[: end + 4]
         parts = line.split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        if len(parts) != 3 or parts[2] not in _VERSIONS:
             raise _BadRequest(400, "malformed request line")
         method, target, version = parts
         headers = _parse_headers(header_lines)
+        if not target.startswith("/"):  # the absolute form, which servers must accept
+            target = urlsplit(target).path or "/"
         request = Request(method, target.partition("?")[0], headers)
         connection = headers.get("connection", "").lower()
         if version == "HTTP/1.1":
             self._keep_alive = "close" not in connection
         else:
             self._keep_alive = "keep-alive" in connection
-        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        if self._chunked:
+        self._frame_body(request)
+        return request
+
+    def _frame_body(self, request: Request) -> None:
+        """How the body of ``request`` is delimited: chunked, or by Content-Length."""
+        headers = request.headers
+        coding = headers.get("transfer-encoding")
+        self._chunked = coding is not None
+        if coding is not None:
+            if coding.lower() != "chunked":  # gzip and the like: no runtime sends them
+                raise _BadRequest(501, "only the chunked transfer coding is read")
+            if "content-length" in headers:  # RFC 9112 6.3: chunked wins; do not trust the rest
+                self._keep_alive = False
             self._remaining = _SIZE_LINE
-            return request
+            return
         length = headers.get("content-length", "0")
-        if not length.isdigit():
+        if not _CONTENT_LENGTH.fullmatch(length):
             raise _BadRequest(400, "malformed Content-Length")
         self._remaining = request.body_size = int(length)
         request.body_too_large = self._remaining > self._max_body
-        return request
 
     def _read_sized(self, buffer: bytearray) -> bool:
         assert self._request is not None  # noqa: S101 -- reading its body
@@ -272,14 +308,11 @@ class _RequestReader:
             if end > _MAX_SIZE_LINE or len(buffer) > _MAX_SIZE_LINE:
                 raise _BadRequest(400, "malformed chunk size")
             return False
-        size_text = bytes(buffer[:end]).split(b";", 1)[0].strip()
+        size_text = bytes(buffer[:end]).split(b";", 1)[0].rstrip(b" \t")
         del buffer[: end + 2]
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise _BadRequest(400, "malformed chunk size") from None
-        if size < 0:
+        if not _CHUNK_SIZE.fullmatch(size_text):
             raise _BadRequest(400, "malformed chunk size")
+        size = int(size_text, 16)
         if size == 0:
             self._remaining = _TRAILERS
             return True
@@ -294,10 +327,15 @@ class _RequestReader:
         before = self._remaining
         take = min(before, len(buffer))
         self._remaining -= take
-        # A chunk's last two bytes are its CRLF: leave out those among the ones taken.
+        # A chunk's last two bytes are its CRLF: leave out those among the ones taken, and
+        # check them, or a client's framing error would pass for data.
         crlf = max(0, 2 - self._remaining) - max(0, 2 - before)
+        seen = max(0, 2 - before)  # of the CRLF, the bytes taken by earlier reads
+        if bytes(buffer[take - crlf : take]) != b"\r\n"[seen : seen + crlf]:
+            raise _BadRequest(400, "a chunk does not end with CRLF")
+        data = bytes(buffer[: take - crlf])
         if not request.body_too_large:
-            self._parts.append(bytes(buffer[: take - crlf]))
+            self._parts.append(data)
         del buffer[:take]
         if self._remaining == 0:
             self._remaining = _SIZE_LINE

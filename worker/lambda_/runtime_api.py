@@ -30,8 +30,9 @@ from worker.lambda_.invocation import (
 )
 
 RUNTIME = "/2018-06-01/runtime"
-# Lambda's limit on a synchronous response: 6 MB. A larger response fails the invocation.
-MAX_RESPONSE_BYTES = 6 * 1024 * 1024
+# Lambda's limit on a synchronous response, as its Runtime API states it: "Exceeded maximum
+# allowed payload size (6291556 bytes)" (6 MiB and 100 bytes). A larger one fails the invocation.
+MAX_RESPONSE_BYTES = 6_291_556
 _ERROR_TYPE_HEADER = "lambda-runtime-function-error-type"
 _READ_LIMIT = MAX_RESPONSE_BYTES + 64 * 1024  # room for an error document about a large one
 # awslambdaric sends the X-Ray cause of an error as a header of up to 1 MiB.
@@ -51,6 +52,7 @@ class RuntimeApi:
         self._pending: InvocationRequest | None = None  # handed over, not yet fetched
         self._waiting: asyncio.Future[InvocationRequest | None] | None = None  # a ``next``
         self._current: tuple[str, asyncio.Future[Result]] | None = None
+        self._ended = ""  # the last invocation answered: a second answer to it is refused
         self._closed = False
         self._server = HttpServer(
             self._serve, max_head_bytes=_HEADER_LIMIT, max_body_bytes=_READ_LIMIT
@@ -84,7 +86,7 @@ class RuntimeApi:
 
     def _end_current(self, result: Result) -> None:
         if self._current is not None:
-            _, answer = self._current
+            self._ended, answer = self._current
             self._current = None
             if not answer.done():
                 answer.set_result(result)
@@ -115,47 +117,73 @@ class RuntimeApi:
             )
         event, self._pending = self._pending, None
         if event is None and not self._closed:
-            self._waiting = asyncio.get_running_loop().create_future()
-            event = await self._waiting
+            waiting = self._waiting = asyncio.get_running_loop().create_future()
+            try:
+                event = await waiting
+            except asyncio.CancelledError:
+                # The connection went between the event's handing over and this answer: keep
+                # the event for the runtime's next ``next``.
+                if waiting.done() and not waiting.cancelled() and waiting.result() is not None:
+                    self._pending = waiting.result()
+                raise
         if event is None:  # closing: nothing more will come
             return _json(410, {"errorType": "Runtime.Stopped"})
         return Response(200, event.event, event.headers())
 
     def _response(self, request_id: str, request: Request) -> Response:
         if not self._is_current(request_id):
-            return _invalid_request_id()
+            return self._not_current(request_id)
         if request.body_too_large or len(request.body) > MAX_RESPONSE_BYTES:
             self._end_current(_too_large(request.body_size))
             return _json(
-                413, {"errorType": "Function.ResponseSizeTooLarge", "errorMessage": "too large"}
+                413,
+                {
+                    "errorMessage": (
+                        f"Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+                    ),
+                    "errorType": "RequestEntityTooLarge",
+                },
             )
         self._end_current(FunctionResponse(request.body))
         return _ACCEPTED
 
     def _error(self, request_id: str, request: Request) -> Response:
         if not self._is_current(request_id):
-            return _invalid_request_id()
+            return self._not_current(request_id)
         self._end_current(
             FunctionError.from_document(request.body, request.headers.get(_ERROR_TYPE_HEADER))
         )
         return _ACCEPTED
 
     def _init_error(self, request: Request) -> Response:
-        error = FunctionError.from_document(request.body, request.headers.get(_ERROR_TYPE_HEADER))
-        if not self.initialised.done():
-            self.initialised.set_result(error)
+        if self.initialised.done():  # after the first ``next``: initialisation is over
+            return _invalid_state("the runtime is already initialised")
+        self.initialised.set_result(
+            FunctionError.from_document(request.body, request.headers.get(_ERROR_TYPE_HEADER))
+        )
         return _ACCEPTED
 
     def _is_current(self, request_id: str) -> bool:
         return self._current is not None and self._current[0] == request_id
 
+    def _not_current(self, request_id: str) -> Response:
+        # Lambda refuses a second answer to an invocation (an error posted after a response
+        # refused as too large) as a state transition, and an id it never handed out as invalid.
+        if request_id and request_id == self._ended:
+            return _invalid_state(f"invocation {request_id} was already answered")
+        return _invalid_request_id()
+
 
 def _too_large(size: int) -> FunctionError:
     return FunctionError(
         "Function.ResponseSizeTooLarge",
-        f"Response payload size ({size:,} bytes) exceeded maximum allowed payload size "
-        f"({MAX_RESPONSE_BYTES:,} bytes).",
+        f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
+        f"({MAX_RESPONSE_BYTES} bytes).",
     )
+
+
+def _invalid_state(message: str) -> Response:
+    return _json(403, {"errorType": "InvalidStateTransition", "errorMessage": message})
 
 
 def _json(status: int, document: dict[str, str]) -> Response:
