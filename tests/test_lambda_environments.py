@@ -380,6 +380,38 @@ class TestLoading:
         assert "Runtime.ImportModuleError" in err
         assert "Traceback" not in err.split("Runtime.ImportModuleError")[0]
 
+    async def test_a_line_left_open_belongs_to_the_invocation_that_wrote_it(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        root = task_root(
+            tmp_path,
+            partial="""
+            import sys
+
+            def handler(event, context):
+                for item in event["Records"]:
+                    print("line of", item["body"])
+                    sys.stdout.write("partial of " + item["body"])  # no newline
+                    sys.stdout.flush()
+            """,
+        )
+        await send(queues, "a", "b", "c")
+        code, out, err = await run_worker(
+            queues, root, "partial.handler", tmp_path / "r.txt", batch_size="1", concurrency="1"
+        )
+        assert code == 0, err[-2000:]
+        by_line = {
+            text: request
+            for request, text in re.findall(
+                r"^\S+\t(\S+)\t((?:line|partial) of \w)$", out, flags=re.MULTILINE
+            )
+        }
+        assert len(by_line) == 6, out  # every line came through, tagged
+        for body in "abc":
+            # Both lines of an invocation carry its request id; before, the open line was
+            # written with the next invocation's first line, under that one's id.
+            assert by_line[f"partial of {body}"] == by_line[f"line of {body}"], out
+
     async def test_module_state_stays_per_environment(self, queues: Queues, tmp_path: Path) -> None:
         root = task_root(
             tmp_path,
@@ -479,6 +511,41 @@ class TestCustomRuntimes:
         # The shell's own output is tagged with the request id of its invocation.
         for request_id, _, body, _ in handled:
             assert f"\t{request_id}\thandling {body}" in out
+
+    async def test_a_runtime_that_exits_after_its_answer_fails_no_event_it_never_took(
+        self, queues: Queues, tmp_path: Path
+    ) -> None:
+        # One invocation, then a pause (it is still running when the next batch is handed to
+        # it) and an exit before it asks for the next event: that event was never seen, so it
+        # goes to a new environment, as on Lambda, instead of failing as Runtime.ExitError.
+        root = tmp_path / "task"
+        root.mkdir()
+        bootstrap = root / "bootstrap"
+        bootstrap.write_text(
+            SHELL_BOOTSTRAP.replace("while true; do", "for ONCE in 1; do").replace(
+                "\ndone\n", "\ndone\nsleep 0.5\nexit 0\n"
+            )
+        )
+        bootstrap.chmod(0o755)
+        record_file = tmp_path / "records.txt"
+        await send(queues, "good-1", "good-2", "good-3")
+        code, _, err = await run_worker(
+            queues,
+            root,
+            "function.handler",
+            record_file,
+            lambda_runtime="provided",
+            batch_size="1",
+            concurrency="1",
+        )
+        assert code == 0, err[-2000:]
+        assert sorted(body for _, _, body, _ in records(record_file)) == [
+            "good-1",
+            "good-2",
+            "good-3",
+        ]
+        assert events(err, "message.failed") == []
+        assert len(events(err, "lambda.redispatched")) >= 1
 
     async def test_nodejs_function_through_aws_lambda_ric(
         self, queues: Queues, tmp_path: Path

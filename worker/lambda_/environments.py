@@ -130,6 +130,7 @@ class Environment:
         self.request_id: str | None = None  # the invocation running now, for its log lines
         self.init_seconds: float | None = None  # reported once, on the first invocation
         self._readers: list[asyncio.Task[None]] = []
+        self._partial = [b"", b""]  # stdout's and stderr's line not yet ended
         self._exited: asyncio.Task[int] | None = None
         self._started = 0.0
         # /proc/<pid>/status, opened once: its peak memory is read after every invocation, and
@@ -162,8 +163,8 @@ class Environment:
             await self.api.close()
             raise
         self._readers = [
-            asyncio.create_task(self._forward(stream))
-            for stream in (self.process.stdout, self.process.stderr)
+            asyncio.create_task(self._forward(stream, index))
+            for index, stream in enumerate((self.process.stdout, self.process.stderr))
             if stream is not None  # both are pipes
         ]
         self._exited = asyncio.create_task(self.process.wait())
@@ -198,6 +199,8 @@ class Environment:
         answer = api.invoke(request)
         try:
             outcome = await _first_of(answer, exited, deadline)
+            if outcome is answer:
+                await self._end_output()
         except asyncio.CancelledError:
             # The worker stops and ran out of time: the invocation cannot finish. Kill it.
             await self.kill()
@@ -225,6 +228,10 @@ class Environment:
             ),
             "timeout",
         )
+
+    def fetched(self, request_id: str) -> bool:
+        """Whether the runtime took the invocation ``request_id`` with a ``next``."""
+        return self.api is not None and self.api.fetched == request_id
 
     def _parts(self) -> tuple[RuntimeApi, asyncio.Task[int]]:
         if self.api is None or self._exited is None:
@@ -270,11 +277,21 @@ class Environment:
             await asyncio.gather(*self._readers, return_exceptions=True)
             self._readers = []
 
-    async def _forward(self, stream: asyncio.StreamReader) -> None:
+    async def _end_output(self) -> None:
+        """What the invocation wrote is its own: let the readers take what the pipes already
+        hold (a few turns of the loop), then end a last line the function left open, as
+        Lambda does at the end of an invocation, rather than prefix the next one's with it."""
+        for _ in range(3):
+            await asyncio.sleep(0)
+        for index, pending in enumerate(self._partial):
+            if pending:
+                self._partial[index] = b""
+                self._forwarder.line(pending, self.request_id)
+
+    async def _forward(self, stream: asyncio.StreamReader, index: int) -> None:
         """Forward the process's output, line by line, tagged with the running request id."""
-        pending = b""
         while chunk := await stream.read(_READ_CHUNK):
-            pending += chunk
+            pending = self._partial[index] + chunk
             # Lambda's runtimes end the lines of one multi-line entry with "\r": a line each.
             *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
             for line in lines:
@@ -282,8 +299,10 @@ class Environment:
             if len(pending) > _READ_CHUNK:  # a line that never ends is cut, not hoarded
                 self._forwarder.line(pending, self.request_id)
                 pending = b""
-        if pending:
-            self._forwarder.line(pending, self.request_id)
+            self._partial[index] = pending
+        if self._partial[index]:
+            self._forwarder.line(self._partial[index], self.request_id)
+            self._partial[index] = b""
 
 
 class EnvironmentPool:
@@ -356,14 +375,47 @@ class EnvironmentPool:
         """
         timeout = deadline - time.monotonic()
         request_id = str(uuid.uuid4())
-        environment, cold_error = await self._take(time.monotonic() + INIT_TIMEOUT_SECONDS)
-        began = time.monotonic()
-        self._log.info("lambda.start", request_id=request_id, version=self.spec.version)
-        if environment is None:
-            assert cold_error is not None  # noqa: S101 -- one or the other
-            self._report(request_id, began, None, cold_error, status="error")
-            return cold_error
-        deadline = began + timeout
+        for attempt in range(2):
+            environment, cold_error = await self._take(time.monotonic() + INIT_TIMEOUT_SECONDS)
+            began = time.monotonic()
+            if attempt == 0:
+                self._log.info("lambda.start", request_id=request_id, version=self.spec.version)
+            if environment is None:
+                assert cold_error is not None  # noqa: S101 -- one or the other
+                self._report(request_id, began, None, cold_error, status="error")
+                return cold_error
+            result, cause, init_seconds = await self._invoke_on(
+                environment, request_id, event, began + timeout, started
+            )
+            if cause == "exit" and not environment.fetched(request_id) and attempt == 0:
+                # The runtime ended after its last answer, before it took this event: as on
+                # Lambda, the event goes to a new environment instead of failing unseen.
+                self._log.info("lambda.redispatched", request_id=request_id)
+                continue
+            break
+        status = "success" if isinstance(result, FunctionResponse) else "error"
+        if cause == "timeout":
+            status = "timeout"
+        self._report(
+            request_id,
+            began,
+            environment,
+            result,
+            status=status,
+            init_seconds=init_seconds,
+        )
+        return result
+
+    async def _invoke_on(
+        self,
+        environment: Environment,
+        request_id: str,
+        event: bytes,
+        deadline: float,
+        started: StartHook | None,
+    ) -> tuple[Result, str, float | None]:
+        """One invocation on a taken environment: its result, the cause of a replacement,
+        and the environment's init time on its first invocation."""
         if started is not None:
             deadline = started(deadline)
         request = InvocationRequest(
@@ -386,18 +438,7 @@ class EnvironmentPool:
                 if cause:
                     self.metrics.replaced[cause].inc()
             self._count()
-        status = "success" if isinstance(result, FunctionResponse) else "error"
-        if cause == "timeout":
-            status = "timeout"
-        self._report(
-            request_id,
-            began,
-            environment,
-            result,
-            status=status,
-            init_seconds=init_seconds,
-        )
-        return result
+        return result, cause, init_seconds
 
     async def close(self, grace: float = _KILL_GRACE_SECONDS) -> None:
         """Stop every environment: SIGTERM, then SIGKILL after ``grace`` seconds."""

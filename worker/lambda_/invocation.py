@@ -61,13 +61,18 @@ class FunctionError:
 
     @classmethod
     def from_document(cls, body: bytes, header_type: str | None) -> FunctionError:
-        """Read the error document a runtime posts; tolerate any shape, as Lambda does."""
+        """Read the error document a runtime posts; tolerate any shape, as Lambda does.
+
+        A body that is not a JSON object (a custom runtime posting plain text) is kept as the
+        message, so that what the runtime said reaches the logs.
+        """
         try:
             document: Any = json.loads(body) if body else {}
         except ValueError:
-            document = {}
+            document = None
         if not isinstance(document, dict):
-            document = {}
+            text = body.decode("utf-8", errors="replace").strip()
+            return cls(header_type or "Runtime.Unknown", text[:_MAX_PLAIN_MESSAGE])
         error_type = document.get("errorType") or header_type or "Runtime.Unknown"
         message = document.get("errorMessage")
         trace = document.get("stackTrace")
@@ -77,5 +82,7 @@ class FunctionError:
             [str(line) for line in trace] if isinstance(trace, list) else [],
         )
 
+
+_MAX_PLAIN_MESSAGE = 4096  # of a plain-text error body, kept as the message
 
 Result = FunctionResponse | FunctionError

@@ -74,7 +74,9 @@ class LineForwarder:
         """The line as it reaches the worker's output."""
         if self.format is OutputFormat.JSON:
             return self._json(text, request_id)
-        if request_id is None or request_id in text:
+        # The runtimes' own log lines carry the request id between tabs already
+        # ("[INFO]\t<time>\t<request id>\t..."); a line that merely mentions it does not.
+        if request_id is None or f"\t{request_id}\t" in text:
             return text
         return f"{_timestamp()}\t{request_id}\t{text}"
 

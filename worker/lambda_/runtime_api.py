@@ -53,6 +53,7 @@ class RuntimeApi:
         self._waiting: asyncio.Future[InvocationRequest | None] | None = None  # a ``next``
         self._current: tuple[str, asyncio.Future[Result]] | None = None
         self._ended = ""  # the last invocation answered: a second answer to it is refused
+        self.fetched = ""  # the last invocation a ``next`` handed over
         self._closed = False
         self._server = HttpServer(
             self._serve, max_head_bytes=_HEADER_LIMIT, max_body_bytes=_READ_LIMIT
@@ -128,6 +129,7 @@ class RuntimeApi:
                 raise
         if event is None:  # closing: nothing more will come
             return _json(410, {"errorType": "Runtime.Stopped"})
+        self.fetched = event.request_id
         return Response(200, event.event, event.headers())
 
     def _response(self, request_id: str, request: Request) -> Response:
