@@ -15,10 +15,12 @@ import re
 import signal
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.support import (
     REGION,
@@ -32,8 +34,11 @@ from tests.support import (
     send,
 )
 from tests.test_lambda_parity import send_batched
-from worker.config import HandlerType
+from worker.config import HandlerType, Settings
 from worker.consume.outcome import FailureReason
+from worker.lambda_.env import FunctionIdentity
+from worker.lambda_.environments import EnvironmentMetrics, EnvironmentPool, environment_spec
+from worker.lambda_.invocation import FunctionError, FunctionResponse
 
 # One line per record handled: "<request id> <message id> <body>".
 RECORDER = """
@@ -343,6 +348,58 @@ class TestInitIsNotPartOfTheTimeout:
         remaining = sorted(int(note) for _, _, _, note in records(record_file))
         # Each invocation began with (about) its whole 1.2 s; before, the cold one had none.
         assert remaining[0] > 1000, remaining
+
+
+SLOWER_INIT = """
+import json, os, time
+
+time.sleep(float(os.environ["INIT_SECONDS"]))
+
+def handler(event, context):
+    return {"remaining_ms": context.get_remaining_time_in_millis()}
+"""
+
+
+class TestAnInitPastTheLimitIsTriedAgain:
+    """Lambda's init limit (10 s; shortened here) does not fail a function that only loads slowly:
+    as on Lambda, the init is tried again at the first invocation, under the function's
+    timeout, which it then shares with the invocation."""
+
+    @staticmethod
+    def pool(tmp_path: Path, init_seconds: float) -> EnvironmentPool:
+        root = task_root(tmp_path, slower=SLOWER_INIT)
+        os.environ["INIT_SECONDS"] = str(init_seconds)
+        settings = Settings(
+            handler_type=HandlerType.LAMBDA, handler="slower.handler", handler_path=root
+        )
+        identity = FunctionIdentity("slow", 1024, REGION, "123456789012")
+        return EnvironmentPool(
+            environment_spec(settings, identity),
+            size=1,
+            metrics=EnvironmentMetrics(CollectorRegistry(), queue="slow"),
+            init_timeout=0.5,
+        )
+
+    async def test_a_slow_init_is_tried_again_under_the_timeout(self, tmp_path: Path) -> None:
+        pool = self.pool(tmp_path, init_seconds=1.0)
+        try:
+            assert await pool.warm_up(0.5) is None  # slow, not broken: start-up goes on
+            result = await pool.invoke(b'{"Records": []}', time.monotonic() + 5)
+        finally:
+            await pool.close()
+        assert isinstance(result, FunctionResponse), result
+        remaining = json.loads(result.payload)["remaining_ms"]
+        assert 3000 < remaining < 4300  # about 5 s less the second init's 1 s: shared
+
+    async def test_an_init_past_the_timeout_too_fails_the_invocation(self, tmp_path: Path) -> None:
+        pool = self.pool(tmp_path, init_seconds=3.0)
+        try:
+            result = await pool.invoke(b'{"Records": []}', time.monotonic() + 1)
+        finally:
+            await pool.close()
+        assert isinstance(result, FunctionError)
+        assert result.error_type == "Runtime.InitError"
+        assert "did not initialise in time" in result.error_message
 
 
 def _reason(error_type: str) -> FailureReason:

@@ -129,6 +129,10 @@ class Environment:
         self.process: Process | None = None
         self.request_id: str | None = None  # the invocation running now, for its log lines
         self.init_seconds: float | None = None  # reported once, on the first invocation
+        self.init_timed_out = False  # its init outlasted the limit (see EnvironmentPool._take)
+        # Set where an init past the limit was tried again under the function's timeout: the
+        # first invocation must end by then, its init counted in it, as on Lambda.
+        self.suppressed_deadline: float | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._partial = [b"", b""]  # stdout's and stderr's line not yet ended
         self._exited: asyncio.Task[int] | None = None
@@ -188,6 +192,7 @@ class Environment:
                 "Runtime.ExitError",
                 f"Runtime exited without providing a reason ({_exit_status(exited)})",
             )
+        self.init_timed_out = True
         await self.kill()
         return FunctionError("Runtime.InitError", "the function did not initialise in time")
 
@@ -319,9 +324,11 @@ class EnvironmentPool:
         size: int,
         metrics: EnvironmentMetrics,
         forwarder: LineForwarder | None = None,
+        init_timeout: float = INIT_TIMEOUT_SECONDS,
     ) -> None:
         self.spec = spec
         self.size = size
+        self.init_timeout = init_timeout
         self.metrics = metrics
         self._forwarder = forwarder or LineForwarder(spec.output, on_drop=metrics.lines_dropped.inc)
         self._idle: list[Environment] = []
@@ -348,7 +355,11 @@ class EnvironmentPool:
         return [e.process.pid for e in environments if e.process is not None]
 
     async def warm_up(self, seconds: float) -> FunctionError | None:
-        """Start one environment and initialise it: a function that cannot load says so now."""
+        """Start one environment and initialise it: a function that cannot load says so now.
+
+        An init that only takes longer than ``seconds`` is not an error: as Lambda does, the
+        first invocation tries it again under the function's timeout.
+        """
         try:
             environment = await self._start()
         except OSError as exc:
@@ -356,6 +367,9 @@ class EnvironmentPool:
         error = await environment.initialise(time.monotonic() + seconds)
         if error is not None:
             self.metrics.replaced["init_error"].inc()
+            if environment.init_timed_out:
+                self._log_slow_init()
+                return None
             return error
         self._log_init(environment)
         self._idle.append(environment)
@@ -376,7 +390,7 @@ class EnvironmentPool:
         timeout = deadline - time.monotonic()
         request_id = str(uuid.uuid4())
         for attempt in range(2):
-            environment, cold_error = await self._take(time.monotonic() + INIT_TIMEOUT_SECONDS)
+            environment, cold_error = await self._take(timeout)
             began = time.monotonic()
             if attempt == 0:
                 self._log.info("lambda.start", request_id=request_id, version=self.spec.version)
@@ -385,7 +399,11 @@ class EnvironmentPool:
                 self._report(request_id, began, None, cold_error, status="error")
                 return cold_error
             result, cause, init_seconds = await self._invoke_on(
-                environment, request_id, event, began + timeout, started
+                environment,
+                request_id,
+                event,
+                environment.suppressed_deadline or began + timeout,
+                started,
             )
             if cause == "exit" and not environment.fetched(request_id) and attempt == 0:
                 # The runtime ended after its last answer, before it took this event: as on
@@ -450,27 +468,35 @@ class EnvironmentPool:
         )
         self._count()
 
-    async def _take(self, deadline: float) -> tuple[Environment | None, FunctionError | None]:
-        """An initialised environment for one invocation: a warm one, or a cold start."""
+    async def _take(
+        self, function_timeout: float
+    ) -> tuple[Environment | None, FunctionError | None]:
+        """An initialised environment for one invocation: a warm one, or a cold start.
+
+        A cold start's init has Lambda's limit (``init_timeout``). Past it, as on Lambda, it is
+        tried once more under the function's timeout, which the invocation then shares.
+        """
         while self._idle:
-            environment = self._idle.pop()
-            if environment.alive:
-                self._busy.add(environment)
+            idle = self._idle.pop()
+            if idle.alive:
+                self._busy.add(idle)
                 self._count()
-                return environment, None
+                return idle, None
             self.metrics.replaced["exit"].inc()  # died while idle
-            await environment.kill()
-        try:
-            environment = await self._start()
-        except OSError as exc:
-            return None, _invalid_entrypoint(exc)
-        self._busy.add(environment)
-        self._count()
-        error = await environment.initialise(deadline)
-        if error is not None:
-            self._busy.discard(environment)
-            self._count()
-            self.metrics.replaced["init_error"].inc()
+            await idle.kill()
+        environment, error = await self._cold_start(time.monotonic() + self.init_timeout)
+        if environment is None and error is None:  # the init outlasted the limit
+            self._log_slow_init()
+            retried = time.monotonic()
+            environment, error = await self._cold_start(retried + function_timeout)
+            if environment is not None:
+                environment.suppressed_deadline = retried + function_timeout
+            elif error is None:
+                error = FunctionError(
+                    "Runtime.InitError", "the function did not initialise in time"
+                )
+        if environment is None:
+            assert error is not None  # noqa: S101 -- one or the other
             self._log.warning(
                 "lambda.init_failed", error_type=error.error_type, error=error.error_message
             )
@@ -479,6 +505,33 @@ class EnvironmentPool:
             )
         self._log_init(environment)
         return environment, None
+
+    async def _cold_start(self, deadline: float) -> tuple[Environment | None, FunctionError | None]:
+        """A new environment, initialised by ``deadline``; (None, None) if its init ran out
+        of time, (None, error) if it failed."""
+        try:
+            environment = await self._start()
+        except OSError as exc:
+            return None, _invalid_entrypoint(exc)
+        self._busy.add(environment)
+        self._count()
+        error = await environment.initialise(deadline)
+        if error is None:
+            return environment, None
+        self._busy.discard(environment)
+        self._count()
+        self.metrics.replaced["init_error"].inc()
+        return None, None if environment.init_timed_out else error
+
+    def _log_slow_init(self) -> None:
+        self._log.warning(
+            "lambda.init_slow",
+            limit_seconds=self.init_timeout,
+            message=(
+                f"the function's init took over {self.init_timeout:g} s; as on Lambda, it is "
+                "tried again at the first invocation, under the function's timeout"
+            ),
+        )
 
     async def _start(self) -> Environment:
         self._numbers += 1
