@@ -109,6 +109,13 @@ class TestReadiness:
         health = Health(loop_block_threshold=10)
         assert health.readiness().problems == ("queue not reached yet",)
 
+    def test_not_ready_says_what_start_up_waits_for(self) -> None:
+        health = Health(loop_block_threshold=10)
+        health.starting = "the Lambda function is initialising (its first environment)"
+        assert health.readiness().problems == (health.starting,)
+        health.queue_reached = True
+        assert health.readiness().ok
+
     def test_ready_then_draining(self) -> None:
         health = healthy(Clock())
         assert health.readiness().ok

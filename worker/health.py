@@ -41,6 +41,7 @@ class Health:
         self._clock = clock
         self.last_beat = clock()
         self.queue_reached = False
+        self.starting = "queue not reached yet"  # what readiness waits for, until queue_reached
         self.draining = False
         self.pollers_expected = 0
         self.pollers_running = 0
@@ -84,7 +85,7 @@ class Health:
         """Whether the worker is consuming."""
         problems = []
         if not self.queue_reached:
-            problems.append("queue not reached yet")
+            problems.append(self.starting)
         if self.draining:
             problems.append("draining")
         return Verdict(not problems, tuple(problems))

@@ -626,6 +626,8 @@ async def _consume(  # noqa: PLR0917 -- private; serve's pieces, passed on
         info = await connect(settings, client)
         check_dead_letter_queue(settings, info)
         check_queue_kind(settings, info)
+        if handler is None:
+            health.starting = "the Lambda function is initialising (its first environment)"
         environments = await stack.enter_async_context(
             lambda_environments(settings, info, metrics)
             if handler is None
