@@ -21,7 +21,9 @@ from worker import Message
 from worker.config import HandlerType, Settings
 from worker.consume.sqs import open_sns, open_sqs
 from worker.consume.worker import serve
+from worker.errors import StartupError
 from worker.ops.provision import Provisioned, provision
+from worker.ops.publish import resolve_topic_arn
 
 
 async def fifo_queues(endpoint: str, **extra: Any) -> tuple[Settings, Provisioned]:
@@ -242,6 +244,22 @@ class TestProvisionAndPublish:
             )["Attributes"]
         assert attributes["FifoQueue"] == "true"
         assert attributes["ContentBasedDeduplication"] == "true"
+
+    async def test_the_names_provision_made_are_found_by_the_other_commands(
+        self, broker_endpoint: str
+    ) -> None:
+        # `WORKER_QUEUE_NAME=orders worker provision --fifo` makes orders.fifo: with WORKER_FIFO
+        # set, the other commands find it by the same name.
+        name = f"f-{uuid.uuid4().hex[:10]}"
+        base = Settings(endpoint_url=broker_endpoint, region=REGION, queue_name=name)
+        made = await provision(base.model_copy(update={"fifo": True}))
+        fifo = base.model_copy(update={"fifo": True})
+        assert fifo.queue == f"{name}.fifo"
+        async with open_sns(fifo) as sns:
+            assert await resolve_topic_arn(sns, fifo) == made.topic_arn
+        async with open_sns(base) as sns:  # without WORKER_FIFO: not found, and said why
+            with pytest.raises(StartupError, match=r"a FIFO topic's name ends in \.fifo"):
+                await resolve_topic_arn(sns, base)
 
     async def test_publish_with_group_and_dedup_ids(self, broker_endpoint: str) -> None:
         settings, made = await fifo_queues(broker_endpoint)

@@ -328,8 +328,15 @@ class Settings(BaseSettings):
 
     @property
     def queue(self) -> str | None:
-        """The queue as given: a URL, or a name to look up."""
-        return self.queue_url or self.queue_name
+        """The queue as given: a URL, or a name to look up (with ``.fifo`` where
+        ``WORKER_FIFO`` is set, as ``worker provision`` names it)."""
+        return self.queue_url or self.fifo_named(self.queue_name)
+
+    def fifo_named(self, name: str | None) -> str | None:
+        """``name`` as a FIFO queue or topic is named (``.fifo``) where ``WORKER_FIFO`` is set."""
+        if name and self.fifo and not name.endswith(".fifo"):
+            return f"{name}.fifo"
+        return name
 
     @property
     def poller_count(self) -> int:

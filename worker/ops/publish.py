@@ -53,7 +53,7 @@ async def resolve_topic_arn(sns: SNSClient, settings: Settings) -> str:
     """The topic's ARN, from ``WORKER_TOPIC_ARN`` or by finding ``WORKER_TOPIC_NAME``."""
     if settings.topic_arn:
         return settings.topic_arn
-    name = settings.topic_name or settings.queue_name
+    name = settings.fifo_named(settings.topic_name or settings.queue_name)
     if not name:
         raise ConfigurationError(["WORKER_TOPIC_ARN or WORKER_TOPIC_NAME (--topic): required"])
     paginator = sns.get_paginator("list_topics")
@@ -61,7 +61,10 @@ async def resolve_topic_arn(sns: SNSClient, settings: Settings) -> str:
         for topic in page.get("Topics", []):
             if topic["TopicArn"].rsplit(":", 1)[-1] == name:
                 return topic["TopicArn"]
-    raise StartupError(f"topic {name!r} does not exist (run worker provision)")
+    hint = (
+        "" if name.endswith(".fifo") else "; a FIFO topic's name ends in .fifo (WORKER_FIFO=true)"
+    )
+    raise StartupError(f"topic {name!r} does not exist (run worker provision{hint})")
 
 
 def _entry(index: int, event: Event) -> dict[str, Any]:
