@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.support import REGION, eventually, running_worker
+from tests.support import REGION, eventually, make_queues, publish, running_worker
 from tests.test_fifo import Journal, fifo_queues, publish_groups
+from worker import Message
 from worker.config import Settings
 from worker.consume.sqs import open_sqs
 from worker.ops.local import embedded_broker
@@ -119,3 +120,29 @@ class TestAtomicReceives:
 
             await asyncio.wait_for(asyncio.gather(*(receiver() for _ in range(8))), 30)
         assert Counter(received) == Counter(f"m{n}" for n in range(60))
+
+
+class TestBinaryAttributesThroughRawDelivery:
+    """SNS's raw delivery of a Binary attribute reaches the queue as SQS holds it: bytes."""
+
+    async def test_the_message_and_those_beside_it_are_delivered(self, local_endpoint: str) -> None:
+        # Stock moto fails every receive that returns such a message (HTTP 500): it and the
+        # messages received with it were never delivered, and the worker saw empty receives.
+        queues = await make_queues(local_endpoint, raw_message_delivery=True)
+        await publish(
+            queues,
+            '{"p": "bin"}',
+            MessageAttributes={"blob": {"DataType": "Binary", "BinaryValue": b"\x00\xffhi"}},
+        )
+        await publish(queues, '{"p": "plain"}')
+        handled: list[Message] = []
+
+        async def handle(message: Message) -> None:
+            handled.append(message)
+
+        async with running_worker(queues.settings(), handle):
+            await eventually(lambda: len(handled) == 2, timeout=20)
+        by_body = {message.body: message for message in handled}
+        assert set(by_body) == {'{"p": "bin"}', '{"p": "plain"}'}
+        blob = by_body['{"p": "bin"}'].message_attributes["blob"]
+        assert (blob.data_type, blob.value) == ("Binary", b"\x00\xffhi")

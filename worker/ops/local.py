@@ -7,8 +7,8 @@ tests
 use that one where they count deliveries exactly. It needs the ``local`` extra
 (``pip install 'sqs-event-worker[local]'``).
 
-Stock moto 5.2 differs from SQS in two ways that a consumer sees, and :func:`patch_moto` mends
-both (in this process only, on its first call; the consume path never imports this module):
+Stock moto 5.2 differs from SQS in three ways that a consumer sees, and :func:`patch_moto` mends
+them (in this process only, on its first call; the consume path never imports this module):
 
 1. **Receives and deletes are not atomic.** moto's server runs a thread per request, and its
    ``receive_message`` takes no lock: two concurrent receives each pick the same visible message
@@ -28,6 +28,12 @@ both (in this process only, on its first call; the consume path never imports th
    queue's condition, which a send, a delete or a visibility change notifies, for no longer than
    until the next in-flight or delayed message becomes visible by itself.
 
+3. **A Binary attribute through SNS with raw delivery breaks the queue's receives.** SNS hands
+   the attribute's value on as the base64 text it holds, and moto's SQS, which keeps binary
+   values as bytes, fails computing the attributes' MD5 on every receive that returns the
+   message (HTTP 500): that message, and every message received with it, is never delivered.
+   Here such a value is decoded to its bytes as it is sent to the queue, as SQS holds it.
+
 What a receive returns, and how visibility, receive counts, redrive to a DLQ, FIFO groups,
 retention and deduplication work, is moto's own code: each pass is moto's receive with no wait.
 """
@@ -35,6 +41,7 @@ retention and deduplication work, is moto's own code: each pass is moto's receiv
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import logging
 import os
@@ -79,7 +86,27 @@ def patch_moto() -> None:
             ) from None
         _atomic_deletes_and_visibility(models)
         _prompt_receives(models)
+        _binary_values_as_bytes(models)
         _patched = True
+
+
+def _binary_values_as_bytes(models: Any) -> None:
+    """Binary attribute values sent as base64 text (SNS's raw delivery) held as bytes."""
+    original_send = models.SQSBackend.send_message
+
+    def send_message(
+        self: Any, queue_name: str, message_body: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        attributes = kwargs.get("message_attributes")
+        if attributes is None and args:
+            attributes = args[0]
+        for value in (attributes or {}).values():
+            binary = value.get("BinaryValue")
+            if isinstance(binary, str):
+                value["BinaryValue"] = base64.b64decode(binary)
+        return original_send(self, queue_name, message_body, *args, **kwargs)
+
+    models.SQSBackend.send_message = send_message
 
 
 def _atomic_deletes_and_visibility(models: Any) -> None:
