@@ -67,6 +67,17 @@ class TestCurrentDirectory:
         assert handler.__module__ == "first_hour_handlers"
         sys.modules.pop("first_hour_handlers", None)
 
+    def test_a_module_named_like_the_worker_is_said_to_be_shadowed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "worker.py").write_text(HANDLER, encoding="utf-8")
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        with pytest.raises(ConfigurationError) as error:
+            load_handler("worker:handle", tmp_path)
+        (line,) = error.value.problems
+        assert line.startswith("WORKER_HANDLER=worker:handle: worker has no attribute 'handle'")
+        assert "worker is the worker's own package, imported instead of worker.py" in line
+
     def test_the_handler_path_wins_over_the_current_directory(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

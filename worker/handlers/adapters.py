@@ -83,13 +83,25 @@ def load_handler(spec: str, search_path: Path | None = None) -> Handler:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise problem(f"{module_name} has no attribute {attribute!r}") from None
+            shadowed = _shadowed_by_the_worker(module_name, directory)
+            raise problem(f"{module_name} has no attribute {attribute!r}{shadowed}") from None
     if not callable(target):
         raise problem(f"{attribute} is not callable")
     if is_generator_function(target):
         # Calling it would return a generator and run nothing: every message would "succeed".
         raise problem(f"{attribute} is a generator function (a yield in its body), not a handler")
     return target  # type: ignore[no-any-return]  # checked callable above
+
+
+def _shadowed_by_the_worker(module_name: str, directory: str) -> str:
+    """Why a module of the user's was not the one imported: its name is the worker's package."""
+    top = module_name.split(".", 1)[0]
+    if top != "worker" or not (Path(directory) / f"{top}.py").exists():
+        return ""
+    return (
+        f" ({top} is the worker's own package, imported instead of {top}.py: rename the module;"
+        " a lambda handler's module may keep the name, it runs in an environment of its own)"
+    )
 
 
 def _imported(module_name: str, problem: Callable[[str], ConfigurationError]) -> ModuleType:
