@@ -385,11 +385,14 @@ class TestAnInitPastTheLimitIsTriedAgain:
         try:
             assert await pool.warm_up(0.5) is None  # slow, not broken: start-up goes on
             result = await pool.invoke(b'{"Records": []}', time.monotonic() + 5)
+            warm = await pool.invoke(b'{"Records": []}', time.monotonic() + 5)
         finally:
             await pool.close()
         assert isinstance(result, FunctionResponse), result
         remaining = json.loads(result.payload)["remaining_ms"]
         assert 3000 < remaining < 4300  # about 5 s less the second init's 1 s: shared
+        assert isinstance(warm, FunctionResponse), warm
+        assert json.loads(warm.payload)["remaining_ms"] > 4500  # the next one has it all
 
     async def test_an_init_past_the_timeout_too_fails_the_invocation(self, tmp_path: Path) -> None:
         pool = self.pool(tmp_path, init_seconds=3.0)

@@ -398,12 +398,11 @@ class EnvironmentPool:
                 assert cold_error is not None  # noqa: S101 -- one or the other
                 self._report(request_id, began, None, cold_error, status="error")
                 return cold_error
+            # After an init tried again under the timeout, the first invocation shares it.
+            invocation_deadline = environment.suppressed_deadline or began + timeout
+            environment.suppressed_deadline = None
             result, cause, init_seconds = await self._invoke_on(
-                environment,
-                request_id,
-                event,
-                environment.suppressed_deadline or began + timeout,
-                started,
+                environment, request_id, event, invocation_deadline, started
             )
             if cause == "exit" and not environment.fetched(request_id) and attempt == 0:
                 # The runtime ended after its last answer, before it took this event: as on
