@@ -80,7 +80,12 @@ class TestBatchingWindow:
     async def test_full_batches_do_not_wait_for_the_window(self, queues: Queues) -> None:
         handler = Batches()
         await send_batched(queues, [f"m{n}" for n in range(40)])
-        settings = lambda_settings(queues, batch_size=20, max_batching_window=30, concurrency=2)
+        # One poller: each poller gathers a batch of its own, as each of Lambda's does, so two
+        # pollers that split the second twenty between them each hold a partial batch until
+        # the window closes (as on Lambda); this test is about a batch that fills.
+        settings = lambda_settings(
+            queues, batch_size=20, max_batching_window=30, concurrency=2, pollers=1
+        )
         started = time.monotonic()
         async with running_worker(settings, handler):
             await eventually(lambda: handler.handled == 40, timeout=20)
