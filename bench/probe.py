@@ -101,7 +101,10 @@ class Probe:
         self.first_start: float | None = None
         self.last_done: float | None = None
         self.latencies: list[float] = []
-        self.durations: list[float] = []
+        # A sum, not a list: a list of every duration grew the worker's RSS by about 32 bytes a
+        # message (0.6 MB over C's run), which the peak RSS figure then charged to the worker.
+        self.duration_sum = 0.0
+        self.durations = 0
         self.rss_samples: list[tuple[float, int, int]] = []  # (time, messages done, VmRSS KiB)
         self.complete = False
         self.extra: dict[str, Any] = {}  # anything else the consumer wants reported
@@ -130,7 +133,8 @@ class Probe:
             before = self.done_count
             self.done_count += count
             if duration is not None:
-                self.durations.append(duration)
+                self.duration_sum += duration
+                self.durations += 1
             for name, mark in zip(("window_start", "window_end"), self._marks, strict=True):
                 if before < mark <= self.done_count:
                     self.points[name] = {"time": time.time(), "cpu": cpu_seconds(),
@@ -168,7 +172,7 @@ class Probe:
             "requests": self.requests,
             "last_done": self.last_done,
             "latencies": self.latencies,
-            "durations": self.durations,
+            "mean_duration": self.duration_sum / self.durations if self.durations else None,
             "rss_samples": self.rss_samples,
             "request_samples": self.request_samples,
             "rss_kb": rss,

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.bytecode import compile_worker
 from tests.faults import Fault, FaultProxy, Rule
 from tests.invariant import Ledger, Verdict
 from tests.support import REGION, Queues, make_queues
@@ -479,4 +480,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    compile_worker()  # run from .pyc files, as deployed
     sys.exit(asyncio.run(main(parse_args())))

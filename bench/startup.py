@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import brokers
+from bench.bytecode import compile_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.phases:
         print(json.dumps(phases(*args.phases)))
         return
+    compile_worker()  # start from .pyc files, as a deployed worker does
     print(json.dumps(asyncio.run(main_async(args)), indent=1))
 
 
