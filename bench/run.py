@@ -91,6 +91,11 @@ class Scenario:
     skewed: bool = False  # heavy-tailed handler durations (C)
 
     @property
+    def has_handler(self) -> bool:
+        """Whether its handler does something (sleeps) that a bare loop can be made to do."""
+        return self.sleep is not None or self.skewed
+
+    @property
     def in_environments(self) -> bool:
         """Whether the handler runs in Lambda execution environments, child processes."""
         return self.worker_env.get("WORKER_HANDLER_TYPE") == "lambda"
@@ -312,16 +317,26 @@ async def publish_steadily(sns: SNSClient, topic_arn: str, total: int, rate: flo
 class Run:
     """What one consumer did in one round."""
 
-    kind: str  # "worker" or "ceiling"
+    kind: str  # "worker", "ceiling" or "handler-loop" (the ceiling running the handler)
     ok: bool
     problems: list[str]
     figures: dict[str, float]
     rss_samples: list[tuple[float, int, int]] = field(default_factory=list)
 
 
+# The consumers that are bench/ceiling.py: the bare loop, and the same loop running the scenario's
+# handler (scenarios whose handler sleeps), against which the worker's CPU is also reported.
+LOOPS = ("ceiling", "handler-loop")
+
+
+# A scenario whose handler sleeps also reports the worker's CPU per message against the handler
+# loop's: the worker's figure, with the handler loop's in the ceiling's column.
+HANDLER_LOOP_CPU = "cpu_per_1000_against_handler_loop"
+
+
 def consumer_command(kind: str, scenario: Scenario, profile: Path | None) -> list[str]:
     """The consumer's command line."""
-    if kind == "ceiling":
+    if kind in LOOPS:
         return [sys.executable, "-m", "bench.ceiling"]
     command = [sys.executable, "-m", "bench.consumer"]  # worker run, with the probe installed
     if profile is not None:
@@ -340,7 +355,7 @@ def consumer_env(
     env.setdefault("AWS_ACCESS_KEY_ID", "bench")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     env.update(BENCH_RESULT=str(result), BENCH_EXPECTED=str(total))
-    if kind == "ceiling":
+    if kind in LOOPS:
         env.update(
             BENCH_ENDPOINT=endpoint,
             BENCH_QUEUE_URL=queue.url,
@@ -348,6 +363,10 @@ def consumer_env(
             BENCH_WAIT=str(WAIT_SECONDS),
             BENCH_LATENCY="1" if scenario.publish_rate else "0",
         )
+        if kind == "handler-loop":
+            env["BENCH_HANDLER"] = "skewed" if scenario.skewed else "sleep"
+            if scenario.sleep is not None:
+                env["BENCH_SLEEP"] = str(scenario.sleep)
         return env
     port = free_port()
     env.update(
@@ -736,7 +755,10 @@ def scenario_figures(scenario: Scenario) -> list[Figure]:
         ideal = ideal_figure(scenario, 0.9 if key == "B10" else 0.95)
         extra = [rss] if key == "B" else []
         receive = Figure("ReceiveMessage round trip (mean)", "receive_ms", "ms")
-        return [ideal, cpu, *extra, receive, *tail]
+        # The ceiling column holds the handler loop's figure (see run_scenario).
+        handler_cpu = Figure("CPU per message against a bare loop running the same handler",
+                             HANDLER_LOOP_CPU, "ms")  # fmt: skip
+        return [ideal, cpu, handler_cpu, *extra, receive, *tail]
     if key == "D":
         p99 = Figure("p99 publish → start", "latency_p99_ms", "ms",
                      target=of_ceiling("latency_p99_ms"), target_text="≤ 1.5x ceiling",
@@ -929,18 +951,28 @@ def machine() -> str:
 async def run_scenario(
     scenario: Scenario, args: argparse.Namespace, broker: Broker, workdir: Path, floor_mb: float
 ) -> list[tuple[Run, Run]]:
-    """Every round of a scenario: worker and ceiling, alternating which goes first."""
+    """Every round of a scenario: worker and ceiling (and the handler loop where the handler
+    sleeps), in an order that is reversed every other round."""
     total = args.messages or (scenario.quick_messages if args.quick else scenario.messages)
     spec = Round(scenario, broker, total, args.backlog, workdir, args.worker_path, args.profile,
                  floor_mb)  # fmt: skip
     pairs = []
     for index in range(args.rounds):
-        order = ("ceiling", "worker") if index % 2 == 0 else ("worker", "ceiling")
+        kinds: tuple[str, ...] = ("ceiling", "worker")
+        if scenario.has_handler:
+            kinds += ("handler-loop",)
+        order = kinds if index % 2 == 0 else kinds[::-1]
         runs = {kind: await run_once(kind, spec) for kind in order}
         for run in runs.values():
             state = "ok" if run.ok else "FAILED: " + "; ".join(run.problems)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(run.figures.items()))
             print(f"  {scenario.key} round {index + 1} {run.kind:<7} {state}  {shown}", flush=True)
+        if "handler-loop" in runs:  # one figure, read against the handler loop's
+            worker = runs["worker"].figures
+            worker[HANDLER_LOOP_CPU] = worker.get("cpu_per_1000", float("nan"))
+            runs["ceiling"].figures[HANDLER_LOOP_CPU] = runs["handler-loop"].figures.get(
+                "cpu_per_1000", float("nan")
+            )
         pairs.append((runs["worker"], runs["ceiling"]))
     return pairs
 
