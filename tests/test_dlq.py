@@ -543,6 +543,91 @@ class TestFifo:
         assert received == {"g1": ["a1", "a2", "a3"], "g2": ["b1", "b2"]}
 
 
+async def fifo_dlq(broker_endpoint: str, groups: Mapping[str, list[bool]]) -> Settings:
+    """A provisioned FIFO pair whose DLQ holds, per group, messages ``{"n": i, "keep": k}``."""
+    base = Settings(endpoint_url=broker_endpoint, region=REGION)
+    name = f"f-{uuid.uuid4().hex[:10]}"
+    made = await provision(base.model_copy(update={"queue_name": f"{name}.fifo"}))
+    async with open_sqs(base) as sqs:
+        for group, keeps in groups.items():
+            for index, keep in enumerate(keeps):
+                await sqs.send_message(
+                    QueueUrl=made.dlq_url,
+                    MessageBody=json.dumps({"group": group, "n": index, "keep": keep}),
+                    MessageGroupId=group,
+                    MessageDeduplicationId=f"{group}-{index}",
+                )
+    return base.model_copy(update={"queue_url": made.queue_url})
+
+
+KEEP = FilterCriteria.from_pattern('{"body": {"keep": [true]}}')
+
+
+class TestFifoPasses:
+    """FIFO order does not let a receive pass a message held in its group: a filter's skipped
+    messages go back at once, and what a pass cannot reach is counted and said."""
+
+    async def test_a_filter_moves_every_match_past_the_messages_it_skips(
+        self, broker_endpoint: str
+    ) -> None:
+        keeps = [index != 2 for index in range(12)]  # the third of each group does not match
+        settings = await fifo_dlq(broker_endpoint, {"g1": keeps, "g2": keeps})
+        result = await dlq.run_redrive(settings, dlq.RedrivePlan(criteria=KEEP, manual=True))
+        assert (result.moved, result.skipped, result.unreached) == (22, 2, 0)
+        assert not result.outlasted_hold  # the skipped ones came back because they were let go
+        _, stats = await dlq.stats(settings, sample=0)
+        assert [(s.role, s.visible) for s in stats] == [("source", 22), ("dlq", 2)]
+        moved: list[dict[str, Any]] = []
+        async with open_sqs(settings) as sqs:
+            while len(moved) < 22:
+                response = await sqs.receive_message(
+                    QueueUrl=settings.queue_url or "", MaxNumberOfMessages=10, WaitTimeSeconds=1
+                )
+                for message in response.get("Messages", []):
+                    moved.append(json.loads(message["Body"]))
+                    await sqs.delete_message(
+                        QueueUrl=settings.queue_url or "", ReceiptHandle=message["ReceiptHandle"]
+                    )
+        order = {g: [m["n"] for m in moved if m["group"] == g] for g in ("g1", "g2")}
+        expected = [index for index in range(12) if index != 2]
+        assert order == {"g1": expected, "g2": expected}
+
+    async def test_ten_skipped_in_a_row_leave_the_rest_of_the_group_unreached(
+        self, broker_endpoint: str
+    ) -> None:
+        settings = await fifo_dlq(
+            broker_endpoint, {"blocked": [False] * 10 + [True] * 3, "open": [True] * 4}
+        )
+        result = await dlq.run_redrive(settings, dlq.RedrivePlan(criteria=KEEP, manual=True))
+        assert (result.moved, result.skipped, result.unreached) == (4, 10, 3)
+        summary = _summary(result, dlq.RedrivePlan(criteria=KEEP, manual=True))
+        assert "3 messages were not reached" in summary
+
+    async def test_a_dry_run_counts_the_first_ten_of_each_group_and_says_so(
+        self, broker_endpoint: str
+    ) -> None:
+        settings = await fifo_dlq(broker_endpoint, {"g1": [True] * 15, "g2": [True] * 3})
+        result = await dlq.run_redrive(settings, dlq.RedrivePlan(dry_run=True))
+        assert (result.matched, result.unreached) == (13, 5)
+
+    async def test_the_command_exits_1_when_messages_were_not_reached(
+        self, broker_endpoint: str
+    ) -> None:
+        settings = await fifo_dlq(broker_endpoint, {"g1": [True] * 12})
+        code, out, err = await cli(
+            "dlq",
+            "redrive",
+            "--dry-run",
+            env={
+                "WORKER_QUEUE_URL": settings.queue_url or "",
+                "WORKER_ENDPOINT_URL": broker_endpoint,
+            },
+        )
+        assert code == 1, err
+        assert "dry run: 10 of 10 messages would be moved" in out
+        assert "2 messages were not reached" in out
+
+
 class TestNativeMoveTasks:
     """On AWS, an unfiltered redrive is SQS's own move task (checked with botocore's Stubber)."""
 

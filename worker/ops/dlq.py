@@ -14,7 +14,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -247,6 +247,7 @@ class _Pass:
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
+        self._given_back: set[str] = set()  # released during the pass, on purpose
         self._seen_only = 0  # receives in a row that brought nothing new
         self.held: dict[str, str] = {}  # message id -> latest receipt handle (older ones expire)
         self.came_back = False
@@ -260,8 +261,9 @@ class _Pass:
             if message_id not in self._seen:
                 self._seen.add(message_id)
                 new.append(raw)
+            elif message_id not in self._given_back:
+                self.came_back = True
             self.held[message_id] = raw["ReceiptHandle"]
-        self.came_back = self.came_back or len(new) < len(batch)
         self._seen_only = 0 if new else self._seen_only + 1
         self.ended = not batch or self._seen_only >= _SEEN_ONLY_RECEIVES
         return new
@@ -269,6 +271,19 @@ class _Pass:
     def deleted(self, raw: MessageTypeDef) -> None:
         """``raw`` left the DLQ: nothing to give back for it."""
         self.held.pop(_message_id(raw), None)
+
+    def give_back(self, message_ids: Iterable[str] | None = None) -> list[str]:
+        """The receipt handles of the messages ``message_ids`` (by default all) that are held,
+        now released: seeing those messages again does not mean that a hold ran out."""
+        chosen = (
+            list(self.held) if message_ids is None else [i for i in message_ids if i in self.held]
+        )
+        self._given_back.update(chosen)
+        return [self.held.pop(message_id) for message_id in chosen]
+
+
+def _group(raw: MessageTypeDef) -> str:
+    return str(raw.get("Attributes", {}).get("MessageGroupId", ""))
 
 
 def _message_id(raw: MessageTypeDef) -> str:
@@ -429,6 +444,9 @@ class RedriveResult:
     native_task: str | None = None
     native_status: str | None = None  # the move task's last status; None if it was not followed
     outlasted_hold: bool = False  # messages came back during the run: a count may be short
+    # A FIFO DLQ: messages the run never received, kept behind one it left in the DLQ (skipped,
+    # or only counted by a dry run) in their message group, which FIFO order does not pass.
+    unreached: int = 0
     shapes: Counter[str] = field(default_factory=Counter)
 
 
@@ -544,18 +562,39 @@ class Redrive:
         rate = _Rate(self._plan.rate)
         try:
             while not self._stop.is_set() and not self._reached_max():
-                fresh = self._pass.fresh(await self._receive())
+                batch = await self._receive()
+                fresh = self._pass.fresh(batch)
                 if self._pass.ended:
                     break  # empty, or only messages whose hold ran out: the DLQ was read through
                 if fresh:
                     await self._handle(fresh, rate)
                     await self._report()
+                if self._pair.dlq_fifo and not self._plan.dry_run:
+                    await asyncio.shield(self._let_groups_flow(batch, fresh))
             self.result.interrupted = self._stop.is_set()
             self.result.outlasted_hold = self._pass.came_back
         finally:
             await asyncio.shield(self._give_back())
             self.result.seconds = time.monotonic() - started
+        if self._pair.dlq_fifo and not self.result.interrupted and not self._reached_max():
+            await self._count_unreached()
         return self.result
+
+    async def _count_unreached(self) -> None:
+        """What is in the DLQ beyond what this run left there: messages it could not receive.
+
+        A FIFO group is received in order, and not past a message that stays in the DLQ: a dry
+        run reads the first ten of each group only, and a filtered one stops at ten skipped in a
+        row. The rest of such a group was never seen, so the run cannot say whether it matches.
+        """
+        left = self.result.skipped + self.result.failed + self.result.delete_failed
+        if self._plan.dry_run:
+            left += self.result.matched
+        try:
+            depth = await _depth(self._client, self._pair.dlq_url)
+        except Exception:  # noqa: BLE001 -- the count is advisory; the run itself is done
+            return
+        self.result.unreached = max(0, depth["visible"] + depth["in_flight"] - left)
 
     def _reached_max(self) -> bool:
         limit = self._plan.max_messages
@@ -679,14 +718,26 @@ class Redrive:
                 note="the message was sent and is still in the DLQ: it may be moved twice",
             )
 
-    async def _give_back(self) -> None:
-        held = list(self._pass.held.values())
+    async def _let_groups_flow(
+        self, batch: Sequence[MessageTypeDef], fresh: Sequence[MessageTypeDef]
+    ) -> None:
+        """FIFO: a message held in a group keeps the rest of the group from being received. What
+        the filter skipped goes back at once where the batch brought something new of its
+        group: it comes first in the group again, with the next ones behind it. A group that
+        brought nothing new (ten skipped in a row) stays held, so that receives reach the other
+        groups rather than that one again; the end of the run counts what it kept out of reach.
+        """
+        flowing = {_group(raw) for raw in fresh}
+        ids = [_message_id(raw) for raw in batch if _group(raw) in flowing]
+        await self._give_back(ids)
+
+    async def _give_back(self, message_ids: Iterable[str] | None = None) -> None:
+        held = self._pass.give_back(message_ids)
         if held:
             refused = await _release(self._client, self._pair.dlq_url, held)
             if refused:
                 # Their hold runs out by itself: they come back, later than asked.
                 log.warning("dlq.release_failed", messages=refused)
-            self._pass.held.clear()
 
     async def _report(self) -> None:
         if self._progress is None:

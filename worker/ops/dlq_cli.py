@@ -229,7 +229,7 @@ async def _redrive(settings: Settings, args: argparse.Namespace, out: TextIO) ->
         out.write(_summary(result, plan) + "\n")
     if result.interrupted:
         return EXIT_INTERRUPTED
-    return 1 if result.failed or result.delete_failed else 0
+    return 1 if result.failed or result.delete_failed or result.unreached else 0
 
 
 def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
@@ -248,6 +248,12 @@ def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
         lines.append(
             f"{result.delete_failed} were sent but could not be deleted from the DLQ "
             "(they are now in both queues)"
+        )
+    if result.unreached:
+        lines.append(
+            f"{result.unreached} messages were not reached: FIFO order lets no receive pass a "
+            "message that stays in the DLQ, and one of theirs did (skipped by the filter, "
+            "ten in a row, or only counted by a dry run)"
         )
     if result.interrupted:
         lines.append("stopped before the end; nothing in hand was lost")
