@@ -361,8 +361,22 @@ class TestPool:
 
     @pytest.mark.parametrize(
         "raised",
-        [SystemExit(3), KeyboardInterrupt(), GeneratorExit(), MemoryError("fake")],
-        ids=["SystemExit", "KeyboardInterrupt", "GeneratorExit", "MemoryError"],
+        [
+            SystemExit(3),
+            KeyboardInterrupt(),
+            GeneratorExit(),
+            MemoryError("fake"),
+            StopIteration(),
+            asyncio.CancelledError(),
+        ],
+        ids=[
+            "SystemExit",
+            "KeyboardInterrupt",
+            "GeneratorExit",
+            "MemoryError",
+            "StopIteration",
+            "CancelledError",
+        ],
     )
     @pytest.mark.parametrize("kind", ["async", "sync"])
     async def test_base_exceptions_fail_only_their_message(

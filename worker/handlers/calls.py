@@ -228,6 +228,11 @@ def _guarded_sync(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return function(*args)
     except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
         raise HandlerExitError(f"handler raised {type(exc).__name__}") from exc
+    except StopIteration as exc:
+        # asyncio refuses to put StopIteration in a future, so the call would never end and its
+        # slot never come back. A coroutine that raises it gets a RuntimeError (PEP 479): so
+        # does a plain function.
+        raise RuntimeError("handler raised StopIteration") from exc
 
 
 class Caller:
@@ -293,10 +298,15 @@ class Caller:
         error: BaseException | None = None
         try:
             value = await function(*args)
-        except asyncio.CancelledError:
-            if not running.expired or task.uncancel() > cancelling:
+        except asyncio.CancelledError as exc:
+            if not running.expired and task.cancelling() == cancelling:
+                # Nothing cancelled this task: the handler raised it itself (it awaited a task
+                # of its own that was cancelled). Its message failed; the worker is not stopping.
+                value, error = None, exc
+            elif not running.expired or task.uncancel() > cancelling:
                 raise  # the shutdown's cancellation, not the deadline's
-            return Call(error=_timed_out())
+            else:
+                return Call(error=_timed_out())
         except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
             value = None
             error = HandlerExitError(f"handler raised {type(exc).__name__}")
