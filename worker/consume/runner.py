@@ -35,6 +35,7 @@ from worker.consume.settler import Settler
 from worker.consume.sqs import MAX_BATCH
 from worker.errors import MalformedMessageError
 from worker.handlers.adapters import Adapter, Invocation
+from worker.handlers.calls import LeftRunning
 from worker.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -344,6 +345,11 @@ class Runner:
         try:
             try:
                 invocation = await self._adapter(batch, deadline)
+            except LeftRunning:
+                # Shutdown ran out of time and the handler's thread runs on: not handed out
+                # again beside it while this process lives.
+                self._leave(batch)
+                raise
             except asyncio.CancelledError:
                 # Shutdown ran out of time: the handler was interrupted, not at fault.
                 self.give_back(batch)

@@ -223,6 +223,12 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+class LeftRunning(asyncio.CancelledError):
+    """The call was cancelled (the worker stops and ran out of time) while its plain function
+    runs on in its thread, which nothing can stop: its messages must not be given back to SQS,
+    where another consumer would run them beside it, but left to their visibility timeout."""
+
+
 def _guarded_sync(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     try:
         return function(*args)
@@ -338,7 +344,7 @@ class Caller:
             # Shutdown ran out of time. A thread cannot be stopped: it is left to finish while
             # the process exits.
             self._abandon(running)
-            raise
+            raise LeftRunning from None
         if done:
             return _result(running)
         self._abandon(running)
