@@ -137,6 +137,38 @@ class TestOrder:
         assert journal.handled == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2]}  # each once, in order
         assert running.report.failures == {"handler_error": 1}
 
+    async def test_a_message_the_filter_cannot_read_holds_its_group_back(
+        self, broker_endpoint: str
+    ) -> None:
+        # It fails as malformed before any handler call: the next of its group must wait too.
+        settings, made = await fifo_queues(broker_endpoint)
+        criteria = {"Filters": [{"Pattern": json.dumps({"body": {"n": [{"exists": True}]}})}]}
+        settings = settings.model_copy(
+            update={
+                "filter_criteria": json.dumps(criteria),
+                "backoff_base_seconds": 30,
+                "backoff_max_seconds": 30,
+            }
+        )
+        handled: list[str] = []
+
+        async def handler(message: Message) -> None:
+            handled.append(message.body)
+
+        async with open_sqs(settings) as sqs:
+            for number, body in enumerate(['{"TopicArn": "arn:x", "Messa', '{"n": 2}']):
+                await sqs.send_message(
+                    QueueUrl=made.queue_url,
+                    MessageBody=body,  # the first, a broken SNS envelope
+                    MessageGroupId="g",
+                    MessageDeduplicationId=str(number),
+                )
+        async with running_worker(settings, handler) as running:
+            await eventually(lambda: running.worker.report().failures == {"malformed": 1})
+            await eventually(lambda: running.worker.keeper.in_flight == 0)
+            await asyncio.sleep(1)  # what held the second back has long been sent
+            assert handled == []  # it waits behind the first's retry, 30 s away
+
     @pytest.mark.broker_flaw(Flaw.LOCALSTACK_FIFO_REVISIBLE_UNLOCKS_GROUP)
     async def test_a_handler_thread_past_its_budget_holds_its_group_until_it_ends(
         self, broker_endpoint: str

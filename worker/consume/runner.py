@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
@@ -151,6 +151,7 @@ class Runner:
         self._metrics.received.inc(len(messages))
         debug = self._log.debug
         leases = []
+        failed_groups: set[str] = set()  # FIFO: a failure holds back the rest of its group
         for raw in messages:
             lease = self._keeper.take(raw, received_at)
             debug(
@@ -159,13 +160,21 @@ class Runner:
                 message_id=lease.message_id,
                 receive_count=lease.receive_count,
             )
-            if self._criteria is not None and not self._admits(lease, self._criteria):
+            if failed_groups and _group_of(lease) in failed_groups:
+                self._settle(lease, HELD_FOR_ORDER, 0.0, in_batch=False)
                 continue
-            leases.append(lease)
+            screened = "run" if self._criteria is None else self._screen(lease, self._criteria)
+            if screened == "failed" and self.fifo:
+                failed_groups.add(_group_of(lease))
+            if screened == "run":
+                leases.append(lease)
         return leases
 
-    def _admits(self, lease: Lease, criteria: FilterCriteria) -> bool:
-        """Whether ``criteria`` let the message through; what they do not is settled here.
+    def _screen(
+        self, lease: Lease, criteria: FilterCriteria
+    ) -> Literal["run", "filtered", "failed"]:
+        """Whether ``criteria`` let the message through (``run``); what they do not is settled
+        here: ``filtered`` (deleted) or ``failed`` (malformed).
 
         The criteria are applied to whatever the body holds. A body that cannot be read (a
         broken SNS envelope) fails as malformed, as its handler call would; should the criteria
@@ -188,13 +197,14 @@ class Runner:
                 receive_count=lease.receive_count,
             ):
                 self._settle(lease, Failure.from_exception(error), 0.0, in_batch=False)
-            return False
+            return "failed"
         if not matched:
             self.counts["filtered"] += 1
             self._metrics.filtered.inc()
             self._log.debug("message.filtered", queue=self._queue_name, message_id=lease.message_id)
             self._settler.delete(lease)
-        return matched
+            return "filtered"
+        return "run"
 
     def start(self, leases: list[Lease], slots: int) -> None:
         """Start handler calls on ``leases``; gives back the slots they do not need."""
