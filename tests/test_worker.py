@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import threading
@@ -239,6 +240,35 @@ class TestVisibility:
         assert cancelled == [True]
         assert running.report.failures == {"timeout": 1}
         assert running.report.succeeded == 1
+
+    async def test_a_coroutine_that_will_not_stop_keeps_a_one_second_lease(
+        self, atomic_broker_endpoint: str
+    ) -> None:
+        # Past its budget it is cancelled and given a second to unwind before it counts as
+        # still running; its message was not extended in that second, and came back.
+        queues = await make_queues(atomic_broker_endpoint, visibility_timeout=1)
+        calls: list[float] = []
+
+        async def will_not_stop(message: Message) -> None:
+            calls.append(time.monotonic())
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                with contextlib.suppress(asyncio.CancelledError):  # swallowed
+                    await asyncio.sleep(0.1)
+
+        await publish(queues, "stubborn")
+        settings = queues.settings(
+            concurrency=3,
+            pollers=2,
+            max_processing_seconds=2,
+            backoff_base_seconds=30,  # its retry, once it has ended, is not what is looked at
+            backoff_max_seconds=30,
+        )
+        async with running_worker(settings, will_not_stop) as running:
+            await eventually(lambda: len(calls) == 1)
+            await eventually(lambda: running.worker.report().failures == {"timeout": 1})
+            assert len(calls) == 1  # never handed out beside itself in its 5 s
+            assert time.monotonic() - calls[0] >= 4.9
 
     async def test_sync_handler_over_budget_is_abandoned_and_keeps_its_slot(
         self, queues: Queues

@@ -31,6 +31,11 @@ log = structlog.get_logger("worker.consume.lease")
 # SQS counts the 12 hours from the receive; stay clear of the edge by a minute.
 _HARD_LIMIT_SECONDS = SQS_MAX_VISIBILITY_SECONDS - 60
 _RETRY_AFTER_ERROR_SECONDS = 1.0
+# How long past its processing budget a message still in hand is extended: a coroutine cancelled
+# at its deadline has a second to unwind before it counts as still running and is extended again
+# (worker/handlers/calls.py), and a short visibility timeout must not run out in between. A call
+# that ends is settled at once, and a settled message is never extended.
+_PAST_DEADLINE_SECONDS = 2.0
 
 
 class Lease:
@@ -162,7 +167,7 @@ class LeaseKeeper:
         # SQS extends by whole seconds: in its last second a lease cannot be extended at all.
         if lease.hard_limit - now < 1:
             return False
-        return lease.deadline is None or now < lease.deadline
+        return lease.deadline is None or now < lease.deadline + _PAST_DEADLINE_SECONDS
 
     def _is_due(self, lease: Lease, now: float) -> bool:
         # Leases due within half a lead are taken along, so that they share calls.
