@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from tests.support import REGION, ROOT, Queues, drain, run_cli
+from tests.support import REGION, ROOT, Queues, drain, make_queues, run_cli
 from worker.config import LogFormat, Settings, env_name
 from worker.consume.sqs import open_sqs
 from worker.ops import completion
@@ -188,6 +188,38 @@ class TestPublish:
         )
         assert code == 0
         assert len(json.loads(out)["message_ids"]) == 1
+
+
+class TestFlagsWinOverTheEnvironment:
+    """``--queue`` and ``--topic`` win over a variable that names the queue or topic the other
+    way (a URL over a name, a name over an ARN): the flag is what the operator just typed."""
+
+    def test_a_queue_url_flag_over_a_queue_name_variable(
+        self, queues: Queues, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("WORKER_QUEUE_NAME", "something-else")
+        where = ["--queue", queues.queue_url, "--endpoint-url", queues.endpoint_url]
+        assert main(["dlq", "stats", *where, "--json"]) == 0
+
+    def test_a_queue_name_flag_over_a_queue_url_variable(
+        self, queues: Queues, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("WORKER_QUEUE_URL", f"{queues.endpoint_url}/123456789012/elsewhere")
+        where = ["--queue", queues.queue_name, "--endpoint-url", queues.endpoint_url]
+        assert main(["provision", *where, "--region", REGION, "--dry-run", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["queue_url"] == queues.queue_url
+
+    async def test_a_topic_name_flag_over_a_topic_arn_variable(
+        self, queues: Queues, broker_endpoint: str
+    ) -> None:
+        other = await make_queues(broker_endpoint)
+        code, _, err = await run_cli(
+            *("publish", "--topic", queues.topic_arn.rsplit(":", 1)[-1], '{"to": "this one"}'),
+            env={"WORKER_ENDPOINT_URL": broker_endpoint, "WORKER_TOPIC_ARN": other.topic_arn},
+        )
+        assert code == 0, err
+        assert len(await drain(queues, queues.queue_url, expect=1)) == 1
+        assert await drain(other, other.queue_url, expect=1, timeout=1) == []
 
 
 class TestDlqJson:

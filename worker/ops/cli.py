@@ -26,6 +26,7 @@ import structlog
 
 from worker._version import __version__
 from worker.config import (
+    CLEARED,
     HANDLER_FORMS,
     HandlerType,
     LogFormat,
@@ -397,12 +398,20 @@ def healthcheck(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def _one_of(value: str | None, prefixes: tuple[str, ...], names: tuple[str, str]) -> dict[str, Any]:
+    """A flag that sets one of two settings sets the first where ``value`` starts with one of
+    ``prefixes`` (``--queue`` a URL), the second otherwise (a name), and unsets the other one,
+    so that it wins over a variable or a file that gave the other one."""
+    if not value:
+        return {}
+    chosen, other = names if value.startswith(prefixes) else names[::-1]
+    return {chosen: value, other: CLEARED}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    queue = getattr(args, "queue", None)
-    if queue:
-        key = "queue_url" if queue.startswith(("http://", "https://")) else "queue_name"
-        values[key] = queue
+    queue, topic = getattr(args, "queue", None), getattr(args, "topic", None)
+    values = _one_of(queue, ("http://", "https://"), ("queue_url", "queue_name"))
+    values |= _one_of(topic, ("arn:",), ("topic_arn", "topic_name"))
     for name in (
         "endpoint_url",
         "region",
@@ -423,9 +432,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         values[name] = getattr(args, name, None)
     values["raw_message_delivery"] = getattr(args, "raw_delivery", None)
     values["dlq_name"] = getattr(args, "dlq", None)
-    topic = getattr(args, "topic", None)
-    if topic:
-        values["topic_arn" if topic.startswith("arn:") else "topic_name"] = topic
     return values
 
 
