@@ -158,6 +158,15 @@ class TestProvision:
             "unchanged: everything was already as asked"
         )
 
+    async def test_a_topic_by_arn(self, queues: Queues) -> None:
+        name = f"cli-{uuid.uuid4().hex[:10]}"
+        code, out, err = await run_cli(
+            *("provision", "--queue", name, "--topic", queues.topic_arn, "--json"),
+            env={"WORKER_ENDPOINT_URL": queues.endpoint_url},
+        )
+        assert code == 0, err
+        assert json.loads(out)["topic_arn"] == queues.topic_arn
+
 
 class TestPublish:
     """``publish`` reads stdin when it is not a terminal and prints the message ids."""

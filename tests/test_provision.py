@@ -10,9 +10,12 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.support import REGION, Queues, drain, publish
 from worker.config import Settings
 from worker.consume.sqs import open_sns, open_sqs
+from worker.errors import ConfigurationError
 from worker.ops.provision import Provisioned, provision
 
 ONLY_ORDERS = json.dumps({"kind": ["order"]})
@@ -165,3 +168,34 @@ class TestDryRun:
         result = await provision(again(queues), dry_run=True)
         assert not result.changed
         assert result.lines()[-1] == "unchanged: everything was already as asked"
+
+
+class TestTopicByArn:
+    """A topic given by ARN (``--topic arn:...``) is the one the queue is subscribed to."""
+
+    async def test_an_existing_topic_is_subscribed_to(self, queues: Queues) -> None:
+        name = f"by-arn-{uuid.uuid4().hex[:10]}"
+        result = await provision(again(queues, queue_name=name, topic_arn=queues.topic_arn))
+        assert result.topic_arn == queues.topic_arn
+        assert verdict(result, "topic") == ("unchanged", queues.topic_arn)
+        await publish(queues, '{"n": 1}')
+        assert len(await drain(queues, result.queue_url, expect=1)) == 1
+
+    async def test_a_missing_topic_of_this_account_and_region_is_created(
+        self, queues: Queues
+    ) -> None:
+        arn = queues.topic_arn.rsplit(":", 1)[0] + f":new-{uuid.uuid4().hex[:10]}"
+        result = await provision(again(queues, topic_arn=arn))
+        assert result.topic_arn == arn
+        assert verdict(result, "topic") == ("created", arn)
+        assert result.subscription_arn.startswith(f"{arn}:")
+
+    @pytest.mark.parametrize("where", ["region", "account"])
+    async def test_a_topic_elsewhere_is_refused(self, queues: Queues, where: str) -> None:
+        parts = queues.topic_arn.split(":")
+        parts[3 if where == "region" else 4] = "eu-west-3" if where == "region" else "999999999999"
+        with pytest.raises(ConfigurationError) as refused:
+            await provision(again(queues, topic_arn=":".join(parts)))
+        (problem,) = refused.value.problems
+        assert problem.startswith("WORKER_TOPIC_ARN (--topic): ")
+        assert f"not in this {where}" in problem

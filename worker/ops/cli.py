@@ -165,7 +165,8 @@ def _provision_command(commands: Any) -> None:
     _common(prov)
     prov.add_argument(
         "--topic",
-        help="topic name (WORKER_TOPIC_NAME; default: the queue's name)",
+        help="topic name, or ARN in this account and region (WORKER_TOPIC_NAME or "
+        "WORKER_TOPIC_ARN; default: the queue's name)",
     )
     prov.add_argument("--dlq", help=setting("DLQ name", "dlq_name", default="<queue>-dlq"))
     prov.add_argument(

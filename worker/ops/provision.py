@@ -100,8 +100,22 @@ class Provisioned:
         }
 
 
+_TOPIC_ARN = "WORKER_TOPIC_ARN (--topic)"
+
+
+def _topic_arn_parts(arn: str) -> tuple[str, str, str]:
+    """The (region, account, name) of an SNS topic's ARN; a problem line if it is none."""
+    parts = arn.split(":")
+    if (
+        len(parts) != 6 or parts[2] != "sns" or not all(parts[3:])
+    ):  # arn:aws:sns:REGION:ACCOUNT:NAME
+        raise ConfigurationError([f"{_TOPIC_ARN}: {arn!r} is not an SNS topic ARN"])
+    return parts[3], parts[4], parts[5]
+
+
 def names(settings: Settings) -> tuple[str, str, str]:
-    """The queue, DLQ and topic names, the last two derived from the first unless set."""
+    """The queue, DLQ and topic names, the last two derived from the first unless set (the
+    topic by name, or by ARN: the ARN wins, as it does for ``worker publish``)."""
     queue = settings.queue_name or (settings.queue_url or "").rstrip("/").rsplit("/", 1)[-1]
     if not queue:
         raise ConfigurationError(["WORKER_QUEUE_NAME (--queue): required to provision"])
@@ -110,6 +124,8 @@ def names(settings: Settings) -> tuple[str, str, str]:
     suffix = ".fifo" if fifo else ""
     dlq = settings.dlq_name or f"{stem}-dlq{suffix}"
     topic = settings.topic_name or f"{stem}{suffix}"
+    if settings.topic_arn:
+        topic = _topic_arn_parts(settings.topic_arn)[2]
     names = (f"{stem}{suffix}", dlq, topic)
     if fifo and not all(name.endswith(".fifo") for name in names):
         raise ConfigurationError(
@@ -178,7 +194,33 @@ async def _ensure_dlq(sqs: SQSClient, settings: Settings, name: str, result: Pro
     result.dlq_url, result.dlq_arn = url, await _queue_arn(sqs, url)
 
 
+def _topic_within_reach(arn: str, region: str, dlq_arn: str) -> None:
+    """Refuse a topic ARN of another region or account, before the queue is made for it.
+
+    Provisioning creates a missing topic by its name, which makes it in the caller's own account
+    and region: a topic elsewhere would be a new one here, not the one asked for. Subscribing a
+    queue to another account's topic needs that account's topic policy, which is not ours to set.
+    ``dlq_arn`` names the caller's account (empty in a dry run before the DLQ exists).
+    """
+    topic_region, topic_account, _ = _topic_arn_parts(arn)
+    account = dlq_arn.split(":")[4] if dlq_arn else topic_account
+    for where, theirs, ours in (
+        ("region", topic_region, region),
+        ("account", topic_account, account),
+    ):
+        if theirs != ours:
+            raise ConfigurationError(
+                [
+                    f"{_TOPIC_ARN}: {arn} is not in this {where} ({ours}); provision makes and "
+                    "subscribes to topics in its own account and region: subscribe the queue to "
+                    "a topic elsewhere from that topic's account"
+                ]
+            )
+
+
 async def _ensure_topic(sns: SNSClient, settings: Settings, name: str, result: Provisioned) -> None:
+    if settings.topic_arn:
+        _topic_within_reach(settings.topic_arn, sns.meta.region_name, result.dlq_arn)
     existing: set[str] = set()
     paginator = sns.get_paginator("list_topics")
     async for page in paginator.paginate():
