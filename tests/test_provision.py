@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import REGION, Queues, drain, publish
+from tests.support import REGION, Queues, drain, make_queues, publish
 from worker.config import Settings
 from worker.consume.sqs import open_sns, open_sqs
 from worker.errors import ConfigurationError
@@ -199,3 +199,84 @@ class TestTopicByArn:
         (problem,) = refused.value.problems
         assert problem.startswith("WORKER_TOPIC_ARN (--topic): ")
         assert f"not in this {where}" in problem
+
+
+BUCKET_STATEMENT = {
+    "Sid": "AllowTheBucket",
+    "Effect": "Allow",
+    "Principal": {"Service": "s3.amazonaws.com"},
+    "Action": "sqs:SendMessage",
+}
+
+
+async def policy_statements(queues: Queues) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = json.loads((await queue_attributes(queues))["Policy"])[
+        "Statement"
+    ]
+    return statements
+
+
+async def add_statement(queues: Queues, statement: dict[str, Any]) -> None:
+    """Add a statement to the queue's policy, as an operator or another tool would."""
+    policy = json.loads((await queue_attributes(queues))["Policy"])
+    policy["Statement"].append(statement)
+    async with open_sqs(again(queues)) as sqs:
+        await sqs.set_queue_attributes(
+            QueueUrl=queues.queue_url, Attributes={"Policy": json.dumps(policy)}
+        )
+
+
+def topics_admitted(statements: list[dict[str, Any]]) -> set[str]:
+    return {
+        s["Condition"]["ArnEquals"]["aws:SourceArn"]
+        for s in statements
+        if s["Principal"] == {"Service": "sns.amazonaws.com"}
+    }
+
+
+class TestQueuePolicy:
+    """The queue policy gets provisioning's statement for the topic; others' statements stay."""
+
+    async def test_another_statement_is_kept(self, queues: Queues) -> None:
+        other = {**BUCKET_STATEMENT, "Resource": queues.queue_arn}
+        await add_statement(queues, other)
+        result = await provision(again(queues))
+        assert verdict(result, "policy")[0] == "unchanged"
+        assert other in await policy_statements(queues)
+
+    async def test_a_new_topic_is_added_beside_one_still_subscribed(
+        self, queues: Queues, broker_endpoint: str
+    ) -> None:
+        other = {**BUCKET_STATEMENT, "Resource": queues.queue_arn}
+        await add_statement(queues, other)
+        second = await make_queues(broker_endpoint)
+        result = await provision(again(queues, topic_arn=second.topic_arn))
+        said, name = verdict(result, "policy")
+        assert (said, name) == ("set", f"{second.topic_arn} may send (statement added)")
+        statements = await policy_statements(queues)
+        assert other in statements
+        assert topics_admitted(statements) == {queues.topic_arn, second.topic_arn}
+        assert len({s["Sid"] for s in statements}) == len(statements) == 3
+        assert verdict(await provision(again(queues, topic_arn=second.topic_arn)), "policy") == (
+            "unchanged",
+            f"{second.topic_arn} may send",
+        )
+
+    async def test_a_topic_no_longer_subscribed_loses_its_statement(
+        self, queues: Queues, broker_endpoint: str
+    ) -> None:
+        other = {**BUCKET_STATEMENT, "Resource": queues.queue_arn}
+        await add_statement(queues, other)
+        first = await provision(again(queues))
+        async with open_sns(again(queues)) as sns:
+            await sns.unsubscribe(SubscriptionArn=first.subscription_arn)
+        second = await make_queues(broker_endpoint)
+        result = await provision(again(queues, topic_arn=second.topic_arn))
+        old = queues.topic_arn.rsplit(":", 1)[-1]
+        assert verdict(result, "policy")[1] == (
+            f"{second.topic_arn} may send (statement added, statement for {old} removed: the "
+            "queue is not subscribed to it)"
+        )
+        statements = await policy_statements(queues)
+        assert other in statements
+        assert topics_admitted(statements) == {second.topic_arn}

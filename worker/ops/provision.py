@@ -1,9 +1,10 @@
 """``worker provision``: the topic, the queue, its DLQ, the subscription and the queue policy.
 
 Idempotent: what exists is checked and brought in line (RedrivePolicy, a visibility timeout that
-was asked for, queue policy, raw delivery and filter policy of the subscription), what is missing
-is created, and every step says which it was and what it changed — ``unchanged`` where nothing
-was. A dry run reads the same and changes nothing: each step says what it would do.
+was asked for, the queue policy's statement for the topic, raw delivery and filter policy of the
+subscription), what is missing is created, and every step says which it was and what it changed
+— ``unchanged`` where nothing was. A dry run reads the same and changes nothing: each step says
+what it would do.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from worker.consume.sqs import (
     open_sqs,
 )
 from worker.errors import ConfigurationError, StartupError
+from worker.ops import queue_policy
+from worker.ops.queue_policy import topic_only_policy
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -132,26 +135,6 @@ def names(settings: Settings) -> tuple[str, str, str]:
             ["a FIFO queue's DLQ and topic must be FIFO too (names end in .fifo)"]
         )
     return names
-
-
-def topic_only_policy(queue_arn: str, topic_arn: str) -> str:
-    """A queue policy that lets only ``topic_arn`` send to the queue."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "AllowOnlyTheTopic",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-                }
-            ],
-        },
-        sort_keys=True,
-    )
 
 
 async def _existing_queue_url(sqs: SQSClient, name: str) -> str | None:
@@ -281,14 +264,6 @@ def _queue_changes(
     return changes, notes
 
 
-def _same_policy(current: str | None, wanted: str) -> bool:
-    """Compared as documents: SQS may give the policy back spaced or ordered its own way."""
-    try:
-        return current is not None and json.loads(current) == json.loads(wanted)
-    except ValueError:
-        return False
-
-
 async def _create_queue(sqs: SQSClient, settings: Settings, name: str, result: Provisioned) -> None:
     redrive = json.dumps(
         {"deadLetterTargetArn": result.dlq_arn, "maxReceiveCount": settings.max_receive_count}
@@ -311,12 +286,44 @@ async def _create_queue(sqs: SQSClient, settings: Settings, name: str, result: P
     )
 
 
+async def _subscribed(sns: SNSClient, topic_arn: str, queue_arn: str) -> bool:
+    """Whether the queue is subscribed to ``topic_arn``; yes when that cannot be read, so that
+    the topic's statement is kept (only a topic that is gone, or not subscribed, loses it)."""
+    try:
+        paginator = sns.get_paginator("list_subscriptions_by_topic")
+        async for page in paginator.paginate(TopicArn=topic_arn):
+            for subscription in page.get("Subscriptions", []):
+                if subscription.get("Endpoint") == queue_arn:
+                    return True
+    except botocore.exceptions.ClientError as exc:
+        return error_code(exc) != "NotFound"
+    return False
+
+
+async def _policy_change(
+    sns: SNSClient, current: str | None, result: Provisioned
+) -> tuple[str | None, list[str]]:
+    """The queue policy to set (``None``: in line) and what changes, keeping others' statements."""
+    if not result.topic_arn:  # a dry run: the topic does not exist yet
+        return None, ["statement added"]
+    subscribed = [
+        topic
+        for topic in queue_policy.earlier_topics(current, result.topic_arn)
+        if await _subscribed(sns, topic, result.queue_arn)
+    ]
+    return queue_policy.merged(current, result.queue_arn, result.topic_arn, subscribed)
+
+
 async def _ensure_queue(
-    sqs: SQSClient, settings: Settings, names: tuple[str, str, str], result: Provisioned
+    clients: tuple[SQSClient, SNSClient],
+    settings: Settings,
+    names: tuple[str, str, str],
+    result: Provisioned,
 ) -> None:
+    sqs, sns = clients
     name, dlq, topic = names
     redrive = f"to {dlq} after {settings.max_receive_count} receives"
-    policy = f"only {result.topic_arn or topic} may send"
+    policy = f"{result.topic_arn or topic} may send"
     url = await _existing_queue_url(sqs, name)
     if url is None:
         await _create_queue(sqs, settings, name, result)
@@ -329,15 +336,17 @@ async def _ensure_queue(
     current = {str(key): value for key, value in response.get("Attributes", {}).items()}
     result.queue_url, result.queue_arn = url, current["QueueArn"]
     changes, notes = _queue_changes(settings, current, result.dlq_arn)
-    wanted_policy = topic_only_policy(result.queue_arn, result.topic_arn)
-    policy_changed = not result.topic_arn or not _same_policy(current.get("Policy"), wanted_policy)
-    if policy_changed:
+    wanted_policy, policy_notes = await _policy_change(sns, current.get("Policy"), result)
+    if wanted_policy is not None:
         changes["Policy"] = wanted_policy
     if changes and not result.dry_run:
         await sqs.set_queue_attributes(QueueUrl=url, Attributes=changes)
     result.checked("queue", url, notes)
     result.say("redrive", redrive, "set" if "RedrivePolicy" in changes else UNCHANGED)
-    result.say("policy", policy, "set" if policy_changed else UNCHANGED)
+    if policy_notes:
+        result.say("policy", f"{policy} ({', '.join(policy_notes)})", "set")
+    else:
+        result.say("policy", policy, UNCHANGED)
 
 
 def _filter_policy_change(current: str | None, wanted: str | None) -> tuple[str, str] | None:
@@ -421,7 +430,7 @@ async def provision(settings: Settings, *, dry_run: bool = False) -> Provisioned
         async with open_sqs(settings) as sqs, open_sns(settings) as sns:
             await _ensure_dlq(sqs, settings, dlq, result)
             await _ensure_topic(sns, settings, topic, result)
-            await _ensure_queue(sqs, settings, (queue, dlq, topic), result)
+            await _ensure_queue((sqs, sns), settings, (queue, dlq, topic), result)
             await _ensure_subscription(sns, settings, result)
     except (ConfigurationError, StartupError):
         raise
