@@ -160,6 +160,45 @@ def _fifo_attributes(name: str, settings: Settings) -> dict[QueueAttributeNameTy
     return attributes
 
 
+_DEDUPLICATION = "content_based_deduplication"
+
+
+def _dedup_asked(settings: Settings, name: str) -> bool:
+    """Whether content-based deduplication is to be brought in line on FIFO ``name``: when it is
+    asked for, on or off. Left alone otherwise, as turning it off under publishers that send no
+    deduplication id would get their messages refused."""
+    return name.endswith(".fifo") and _DEDUPLICATION in settings.model_fields_set
+
+
+def _dedup_change(settings: Settings, current: str | None) -> tuple[str, str] | None:
+    """The ContentBasedDeduplication value to set and what it does, or ``None`` if in line."""
+    wanted = settings.content_based_deduplication
+    if (current or "false").lower() == str(wanted).lower():
+        return None
+    return str(wanted).lower(), f"content-based deduplication {'on' if wanted else 'off'}"
+
+
+async def _bring_queue_dedup_in_line(
+    sqs: SQSClient, settings: Settings, name: str, url: str, *, dry_run: bool
+) -> list[str]:
+    """Set ContentBasedDeduplication on an existing FIFO queue where asked; what changed."""
+    if not _dedup_asked(settings, name):
+        return []
+    response = await sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ContentBasedDeduplication"]
+    )
+    change = _dedup_change(
+        settings, response.get("Attributes", {}).get("ContentBasedDeduplication")
+    )
+    if change is None:
+        return []
+    if not dry_run:
+        await sqs.set_queue_attributes(
+            QueueUrl=url, Attributes={"ContentBasedDeduplication": change[0]}
+        )
+    return [change[1]]
+
+
 async def _ensure_dlq(sqs: SQSClient, settings: Settings, name: str, result: Provisioned) -> None:
     url = await _existing_queue_url(sqs, name)
     attributes: dict[QueueAttributeNameType, str] = {
@@ -173,7 +212,8 @@ async def _ensure_dlq(sqs: SQSClient, settings: Settings, name: str, result: Pro
         url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
         result.say("dlq", url, "created")
     else:
-        result.say("dlq", url, UNCHANGED)
+        notes = await _bring_queue_dedup_in_line(sqs, settings, name, url, dry_run=result.dry_run)
+        result.checked("dlq", url, notes)
     result.dlq_url, result.dlq_arn = url, await _queue_arn(sqs, url)
 
 
@@ -209,16 +249,39 @@ async def _ensure_topic(sns: SNSClient, settings: Settings, name: str, result: P
     async for page in paginator.paginate():
         existing.update(topic["TopicArn"] for topic in page.get("Topics", []))
     found = next((arn for arn in existing if arn.rsplit(":", 1)[-1] == name), None)
+    if found is not None:
+        result.topic_arn = found
+        notes = await _bring_topic_dedup_in_line(sns, settings, name, found, dry_run=result.dry_run)
+        result.checked("topic", found, notes)
+        return
     if result.dry_run:
-        result.topic_arn = found or ""
-        result.say("topic", found or name, UNCHANGED if found else "created")
+        result.say("topic", name, "created")
         return
     attributes = {"FifoTopic": "true"} if name.endswith(".fifo") else {}
     if attributes and settings.content_based_deduplication:
         attributes["ContentBasedDeduplication"] = "true"
-    arn = (await sns.create_topic(Name=name, Attributes=attributes))["TopicArn"]
-    result.topic_arn = arn
-    result.say("topic", arn, UNCHANGED if arn in existing else "created")
+    result.topic_arn = (await sns.create_topic(Name=name, Attributes=attributes))["TopicArn"]
+    result.say("topic", result.topic_arn, "created")
+
+
+async def _bring_topic_dedup_in_line(
+    sns: SNSClient, settings: Settings, name: str, arn: str, *, dry_run: bool
+) -> list[str]:
+    """Set ContentBasedDeduplication on an existing FIFO topic where asked; what changed.
+
+    Set rather than passed to CreateTopic, which SNS refuses for an existing topic whose
+    attributes differ."""
+    if not _dedup_asked(settings, name):
+        return []
+    current = (await sns.get_topic_attributes(TopicArn=arn)).get("Attributes", {})
+    change = _dedup_change(settings, current.get("ContentBasedDeduplication"))
+    if change is None:
+        return []
+    if not dry_run:
+        await sns.set_topic_attributes(
+            TopicArn=arn, AttributeName="ContentBasedDeduplication", AttributeValue=change[0]
+        )
+    return [change[1]]
 
 
 def _redrive_changes(current: str | None, dlq_arn: str, max_receive_count: int) -> list[str]:
@@ -240,7 +303,7 @@ def _redrive_changes(current: str | None, dlq_arn: str, max_receive_count: int) 
 
 
 def _queue_changes(
-    settings: Settings, current: dict[str, str], dlq_arn: str
+    settings: Settings, name: str, current: dict[str, str], dlq_arn: str
 ) -> tuple[dict[QueueAttributeNameType, str], list[str]]:
     """What to set on an existing queue, and what that changes, in words.
 
@@ -261,6 +324,10 @@ def _queue_changes(
         notes.append(
             f"visibility timeout {current.get('VisibilityTimeout', '?')} s → {wanted_visibility} s"
         )
+    change = _dedup_change(settings, current.get("ContentBasedDeduplication"))
+    if _dedup_asked(settings, name) and change is not None:
+        changes["ContentBasedDeduplication"] = change[0]
+        notes.append(change[1])
     return changes, notes
 
 
@@ -330,12 +397,12 @@ async def _ensure_queue(
         result.say("redrive", redrive, "set")
         result.say("policy", policy, "set")
         return
-    response = await sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy", "VisibilityTimeout", "Policy"]
-    )
+    wanted: list[QueueAttributeNameType] = ["QueueArn", "RedrivePolicy", "VisibilityTimeout"]
+    wanted += ["Policy", "ContentBasedDeduplication"] if name.endswith(".fifo") else ["Policy"]
+    response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=wanted)
     current = {str(key): value for key, value in response.get("Attributes", {}).items()}
     result.queue_url, result.queue_arn = url, current["QueueArn"]
-    changes, notes = _queue_changes(settings, current, result.dlq_arn)
+    changes, notes = _queue_changes(settings, name, current, result.dlq_arn)
     wanted_policy, policy_notes = await _policy_change(sns, current.get("Policy"), result)
     if wanted_policy is not None:
         changes["Policy"] = wanted_policy
