@@ -223,9 +223,10 @@ def _publish_command(commands: Any) -> None:
         commands,
         "publish",
         summary="publish events to the topic",
-        description="Publish messages to the SNS topic, in batches of ten, and print their "
-        "message ids. Bodies come from the arguments, from --file (JSON lines, one message a "
-        "line), or from stdin when it is not a terminal.",
+        description="Publish messages to the SNS topic, in batches of at most ten and 256 KiB, "
+        "and print their message ids. Bodies come from the arguments, from --file (JSON lines, "
+        "one message a line), or from stdin when it is not a terminal. Exits 1 if any message "
+        "was not published, after naming each one by its position (1 for the first).",
         examples=[
             'worker publish --queue orders \'{"order_id": "o-1", "amount": 5}\'',
             "worker publish --queue orders --attribute source=shop --file orders.jsonl",
@@ -584,13 +585,19 @@ def _events(args: argparse.Namespace) -> list[Event]:
 async def _publish(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.publish import publish  # noqa: PLC0415
 
-    ids = await publish(settings, args.events)
+    published = await publish(settings, args.events)
+    ids, failed = published.message_ids, published.failed
     if args.json:
-        print(json.dumps({"message_ids": ids}))
-    else:
+        print(json.dumps(published.as_json()))
+    elif ids:
         print("\n".join(ids))
-        print(f"published {len(ids)} message{'' if len(ids) == 1 else 's'}", file=sys.stderr)
-    return 0
+    if not failed:
+        _say(f"published {len(ids)} message{'' if len(ids) == 1 else 's'}")
+        return 0
+    _say(f"published {len(ids)} of {len(args.events)} messages; not published:")
+    for position, why in failed:
+        _say(f"  event {position}: {why}")
+    return EXIT_FAILED
 
 
 async def _demo(settings: Settings, _: argparse.Namespace) -> int:
