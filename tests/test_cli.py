@@ -11,16 +11,20 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
-from tests.support import REGION, ROOT, Queues, drain, run_cli
+from tests.support import REGION, ROOT, Queues, drain, make_queues, run_cli
 from worker.config import LogFormat, Settings, env_name
-from worker.consume.sqs import open_sqs
+from worker.consume.sqs import open_sns, open_sqs
 from worker.ops import completion
+from worker.ops.batches import split_batches
 from worker.ops.cli import _configure_logging, build_parser, main
 from worker.ops.local import embedded_broker
+from worker.ops.publish import SNS_MAX_BATCH_BYTES, Event, event_bytes, publish_events
 
 # Flags whose setting has another name than the flag's destination.
 SETTING_OF = {"raw_delivery": "raw_message_delivery", "dlq": "dlq_name"}
@@ -158,6 +162,15 @@ class TestProvision:
             "unchanged: everything was already as asked"
         )
 
+    async def test_a_topic_by_arn(self, queues: Queues) -> None:
+        name = f"cli-{uuid.uuid4().hex[:10]}"
+        code, out, err = await run_cli(
+            *("provision", "--queue", name, "--topic", queues.topic_arn, "--json"),
+            env={"WORKER_ENDPOINT_URL": queues.endpoint_url},
+        )
+        assert code == 0, err
+        assert json.loads(out)["topic_arn"] == queues.topic_arn
+
 
 class TestPublish:
     """``publish`` reads stdin when it is not a terminal and prints the message ids."""
@@ -188,6 +201,103 @@ class TestPublish:
         )
         assert code == 0
         assert len(json.loads(out)["message_ids"]) == 1
+
+
+class TestFlagsWinOverTheEnvironment:
+    """``--queue`` and ``--topic`` win over a variable that names the queue or topic the other
+    way (a URL over a name, a name over an ARN): the flag is what the operator just typed."""
+
+    def test_a_queue_url_flag_over_a_queue_name_variable(
+        self, queues: Queues, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("WORKER_QUEUE_NAME", "something-else")
+        where = ["--queue", queues.queue_url, "--endpoint-url", queues.endpoint_url]
+        assert main(["dlq", "stats", *where, "--json"]) == 0
+
+    def test_a_queue_name_flag_over_a_queue_url_variable(
+        self, queues: Queues, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("WORKER_QUEUE_URL", f"{queues.endpoint_url}/123456789012/elsewhere")
+        where = ["--queue", queues.queue_name, "--endpoint-url", queues.endpoint_url]
+        assert main(["provision", *where, "--region", REGION, "--dry-run", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["queue_url"] == queues.queue_url
+
+    async def test_a_topic_name_flag_over_a_topic_arn_variable(
+        self, queues: Queues, broker_endpoint: str
+    ) -> None:
+        other = await make_queues(broker_endpoint)
+        code, _, err = await run_cli(
+            *("publish", "--topic", queues.topic_arn.rsplit(":", 1)[-1], '{"to": "this one"}'),
+            env={"WORKER_ENDPOINT_URL": broker_endpoint, "WORKER_TOPIC_ARN": other.topic_arn},
+        )
+        assert code == 0, err
+        assert len(await drain(queues, queues.queue_url, expect=1)) == 1
+        assert await drain(other, other.queue_url, expect=1, timeout=1) == []
+
+
+class TestPublishedInPart:
+    """A publish that partly fails prints the ids of what was published, names the events that
+    were not (by position), and exits 1: only those need publishing again."""
+
+    # The fifth is over SNS's 256 KiB.
+    LINES = (*(json.dumps({"i": i}) for i in range(1, 5)), "x" * 300_000)
+    LINES += tuple(json.dumps({"i": i}) for i in range(6, 13))
+
+    async def publish(self, queues: Queues, tmp_path: Path, *flags: str) -> tuple[int, str, str]:
+        events = tmp_path / "events.jsonl"
+        events.write_text("\n".join(self.LINES) + "\n", encoding="utf-8")
+        return await run_cli(
+            *("publish", "--topic", queues.topic_arn, "--file", str(events), *flags),
+            env={"WORKER_ENDPOINT_URL": queues.endpoint_url},
+        )
+
+    async def test_as_json(self, queues: Queues, tmp_path: Path) -> None:
+        code, out, _ = await self.publish(queues, tmp_path, "--json")
+        assert code == 1
+        document = json.loads(out)
+        assert len(document["message_ids"]) == 11
+        assert [failure["event"] for failure in document["failed"]] == [5]
+        received = await drain(queues, queues.queue_url, expect=11)
+        assert sorted(json.loads(m["Body"])["MessageId"] for m in received) == sorted(
+            document["message_ids"]
+        )
+
+    async def test_as_text(self, queues: Queues, tmp_path: Path) -> None:
+        code, out, err = await self.publish(queues, tmp_path)
+        assert code == 1
+        assert len(out.split()) == 11
+        lines = err.strip().splitlines()
+        assert lines[-2] == "published 11 of 12 messages; not published:"
+        assert lines[-1].startswith("  event 5: ")
+
+
+class TestPublishBatches:
+    """Publish batches hold at most ten events and 256 KiB, the most SNS's PublishBatch takes."""
+
+    def test_batches_are_cut_by_size_as_well_as_by_count(self) -> None:
+        events = [Event(body="x" * 40_000) for _ in range(13)] + [Event(body="small")] * 12
+        batches = split_batches(events, event_bytes, SNS_MAX_BATCH_BYTES)
+        assert [len(batch) for batch in batches] == [6, 6, 10, 3]
+        assert all(sum(map(event_bytes, b)) <= SNS_MAX_BATCH_BYTES for b in batches)
+
+    def test_attributes_count_towards_the_size(self) -> None:
+        attributes = {"blob": {"DataType": "Binary", "BinaryValue": b"\0" * 100_000}}
+        events = [Event(body="x", attributes=attributes)] * 3
+        assert [len(b) for b in split_batches(events, event_bytes, SNS_MAX_BATCH_BYTES)] == [2, 1]
+
+    async def test_forty_kilobyte_events_go_six_to_a_request(self, queues: Queues) -> None:
+        requests: list[int] = []
+
+        def count(params: dict[str, Any], **_: Any) -> None:
+            requests.append(len(params["PublishBatchRequestEntries"]))
+
+        events = [Event(body=json.dumps({"i": i, "pad": "x" * 40_000})) for i in range(12)]
+        async with open_sns(queues.settings()) as sns:
+            sns.meta.events.register("provide-client-params.sns.PublishBatch", count)
+            published = await publish_events(sns, queues.topic_arn, events)
+        assert (len(published.message_ids), published.failed) == (12, [])
+        assert requests == [6, 6]
+        assert len(await drain(queues, queues.queue_url, expect=12)) == 12
 
 
 class TestDlqJson:

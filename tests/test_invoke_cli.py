@@ -26,6 +26,9 @@ async def fails(message: Message) -> None:
 
 def hangs(message: Message) -> None:
     time.sleep(60)
+
+def not_a_number(message: Message) -> dict:
+    return {"ratio": float("nan"), "limit": float("inf")}
 """
 
 LAMBDA_FUNCTION = """\
@@ -95,6 +98,22 @@ class TestMessageHandler:
         assert out["status"] == "success"
         assert out["handler_type"] == "message"
         assert out["response"] == {"order": "o-2", "sns": True}
+
+    @pytest.mark.parametrize("as_json", [False, True])
+    def test_a_response_json_cannot_hold_is_printed_as_valid_json(
+        self, handlers: str, capsys: pytest.CaptureFixture[str], as_json: bool
+    ) -> None:
+        flags = ["--json"] if as_json else []
+        code = main(["invoke", "--handler", f"{handlers}:not_a_number", "--body", "x", *flags])
+        out = capsys.readouterr().out
+
+        def refuse(constant: str) -> None:
+            raise AssertionError(f"{constant} is not JSON")
+
+        document = json.loads(out, parse_constant=refuse)
+        response = document["response"] if as_json else document
+        assert code == 0
+        assert response == "{'ratio': nan, 'limit': inf}"
 
     def test_a_missing_file_is_one_line_and_exit_2(
         self, handlers: str, capsys: pytest.CaptureFixture[str]

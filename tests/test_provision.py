@@ -10,9 +10,12 @@ import json
 import uuid
 from typing import Any
 
-from tests.support import REGION, Queues, drain, publish
+import pytest
+
+from tests.support import REGION, Queues, drain, make_queues, publish
 from worker.config import Settings
 from worker.consume.sqs import open_sns, open_sqs
+from worker.errors import ConfigurationError
 from worker.ops.provision import Provisioned, provision
 
 ONLY_ORDERS = json.dumps({"kind": ["order"]})
@@ -165,3 +168,168 @@ class TestDryRun:
         result = await provision(again(queues), dry_run=True)
         assert not result.changed
         assert result.lines()[-1] == "unchanged: everything was already as asked"
+
+
+class TestTopicByArn:
+    """A topic given by ARN (``--topic arn:...``) is the one the queue is subscribed to."""
+
+    async def test_an_existing_topic_is_subscribed_to(self, queues: Queues) -> None:
+        name = f"by-arn-{uuid.uuid4().hex[:10]}"
+        result = await provision(again(queues, queue_name=name, topic_arn=queues.topic_arn))
+        assert result.topic_arn == queues.topic_arn
+        assert verdict(result, "topic") == ("unchanged", queues.topic_arn)
+        await publish(queues, '{"n": 1}')
+        assert len(await drain(queues, result.queue_url, expect=1)) == 1
+
+    async def test_a_missing_topic_of_this_account_and_region_is_created(
+        self, queues: Queues
+    ) -> None:
+        arn = queues.topic_arn.rsplit(":", 1)[0] + f":new-{uuid.uuid4().hex[:10]}"
+        result = await provision(again(queues, topic_arn=arn))
+        assert result.topic_arn == arn
+        assert verdict(result, "topic") == ("created", arn)
+        assert result.subscription_arn.startswith(f"{arn}:")
+
+    @pytest.mark.parametrize("where", ["region", "account"])
+    async def test_a_topic_elsewhere_is_refused(self, queues: Queues, where: str) -> None:
+        parts = queues.topic_arn.split(":")
+        parts[3 if where == "region" else 4] = "eu-west-3" if where == "region" else "999999999999"
+        with pytest.raises(ConfigurationError) as refused:
+            await provision(again(queues, topic_arn=":".join(parts)))
+        (problem,) = refused.value.problems
+        assert problem.startswith("WORKER_TOPIC_ARN (--topic): ")
+        assert f"not in this {where}" in problem
+
+
+BUCKET_STATEMENT = {
+    "Sid": "AllowTheBucket",
+    "Effect": "Allow",
+    "Principal": {"Service": "s3.amazonaws.com"},
+    "Action": "sqs:SendMessage",
+}
+
+
+async def policy_statements(queues: Queues) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = json.loads((await queue_attributes(queues))["Policy"])[
+        "Statement"
+    ]
+    return statements
+
+
+async def add_statement(queues: Queues, statement: dict[str, Any]) -> None:
+    """Add a statement to the queue's policy, as an operator or another tool would."""
+    policy = json.loads((await queue_attributes(queues))["Policy"])
+    policy["Statement"].append(statement)
+    async with open_sqs(again(queues)) as sqs:
+        await sqs.set_queue_attributes(
+            QueueUrl=queues.queue_url, Attributes={"Policy": json.dumps(policy)}
+        )
+
+
+def topics_admitted(statements: list[dict[str, Any]]) -> set[str]:
+    return {
+        s["Condition"]["ArnEquals"]["aws:SourceArn"]
+        for s in statements
+        if s["Principal"] == {"Service": "sns.amazonaws.com"}
+    }
+
+
+class TestQueuePolicy:
+    """The queue policy gets provisioning's statement for the topic; others' statements stay."""
+
+    async def test_another_statement_is_kept(self, queues: Queues) -> None:
+        other = {**BUCKET_STATEMENT, "Resource": queues.queue_arn}
+        await add_statement(queues, other)
+        result = await provision(again(queues))
+        assert verdict(result, "policy")[0] == "unchanged"
+        assert other in await policy_statements(queues)
+
+    async def test_a_new_topic_is_added_beside_one_still_subscribed(
+        self, queues: Queues, broker_endpoint: str
+    ) -> None:
+        other = {**BUCKET_STATEMENT, "Resource": queues.queue_arn}
+        await add_statement(queues, other)
+        second = await make_queues(broker_endpoint)
+        result = await provision(again(queues, topic_arn=second.topic_arn))
+        said, name = verdict(result, "policy")
+        assert (said, name) == ("set", f"{second.topic_arn} may send (statement added)")
+        statements = await policy_statements(queues)
+        assert other in statements
+        assert topics_admitted(statements) == {queues.topic_arn, second.topic_arn}
+        assert len({s["Sid"] for s in statements}) == len(statements) == 3
+        assert verdict(await provision(again(queues, topic_arn=second.topic_arn)), "policy") == (
+            "unchanged",
+            f"{second.topic_arn} may send",
+        )
+
+    async def test_a_topic_no_longer_subscribed_loses_its_statement(
+        self, queues: Queues, broker_endpoint: str
+    ) -> None:
+        other = {**BUCKET_STATEMENT, "Resource": queues.queue_arn}
+        await add_statement(queues, other)
+        first = await provision(again(queues))
+        async with open_sns(again(queues)) as sns:
+            await sns.unsubscribe(SubscriptionArn=first.subscription_arn)
+        second = await make_queues(broker_endpoint)
+        result = await provision(again(queues, topic_arn=second.topic_arn))
+        old = queues.topic_arn.rsplit(":", 1)[-1]
+        assert verdict(result, "policy")[1] == (
+            f"{second.topic_arn} may send (statement added, statement for {old} removed: the "
+            "queue is not subscribed to it)"
+        )
+        statements = await policy_statements(queues)
+        assert other in statements
+        assert topics_admitted(statements) == {second.topic_arn}
+
+
+def fifo_settings(broker_endpoint: str, name: str, **wish: Any) -> Settings:
+    return Settings(endpoint_url=broker_endpoint, region=REGION, queue_name=name, fifo=True, **wish)
+
+
+async def deduplication(settings: Settings, made: Provisioned) -> tuple[str, str, str]:
+    """ContentBasedDeduplication of the queue, the DLQ and the topic."""
+    async with open_sqs(settings) as sqs, open_sns(settings) as sns:
+        queues = [
+            (
+                await sqs.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["ContentBasedDeduplication"]
+                )
+            )["Attributes"]["ContentBasedDeduplication"]
+            for url in (made.queue_url, made.dlq_url)
+        ]
+        topic = (await sns.get_topic_attributes(TopicArn=made.topic_arn))["Attributes"]
+    return queues[0], queues[1], topic["ContentBasedDeduplication"]
+
+
+class TestContentBasedDeduplication:
+    """``--content-based-deduplication`` is brought in line on an existing FIFO queue, DLQ and
+    topic; without it (or ``WORKER_CONTENT_BASED_DEDUPLICATION``) theirs is left alone."""
+
+    async def test_asked_for_on_existing_ones_it_is_set_and_said(
+        self, broker_endpoint: str
+    ) -> None:
+        name = f"dedup-{uuid.uuid4().hex[:10]}"
+        made = await provision(fifo_settings(broker_endpoint, name))
+        wish = fifo_settings(broker_endpoint, name, content_based_deduplication=True)
+
+        planned = await provision(wish, dry_run=True)
+        assert await deduplication(wish, made) == ("false", "false", "false")
+        result = await provision(wish)
+
+        for what in ("queue", "dlq", "topic"):
+            assert verdict(planned, what)[0] == "would update"
+            said, step = verdict(result, what)
+            assert (said, step.endswith("(content-based deduplication on)")) == ("updated", True)
+        assert await deduplication(wish, made) == ("true", "true", "true")
+        rerun = await provision(wish)
+        # Not `not changed`: moto drops a queue's Policy on any SetQueueAttributes without one,
+        # so the policy step sets it again, which SQS would not need.
+        assert [verdict(rerun, what)[0] for what in ("queue", "dlq", "topic")] == ["unchanged"] * 3
+
+    async def test_not_asked_for_it_is_left_as_it_is(self, broker_endpoint: str) -> None:
+        name = f"dedup-{uuid.uuid4().hex[:10]}"
+        wish = fifo_settings(broker_endpoint, name, content_based_deduplication=True)
+        made = await provision(wish)
+        result = await provision(fifo_settings(broker_endpoint, name))
+        assert not result.changed
+        assert await deduplication(wish, made) == ("true", "true", "true")

@@ -19,7 +19,7 @@ from worker.config import LogFormat, LogLevel, Settings, load_settings
 from worker.errors import ConfigurationError
 from worker.handlers.adapters import Handler
 from worker.logs import configure_logging
-from worker.ops.provision import topic_only_policy
+from worker.ops.queue_policy import topic_only_policy
 
 BODY_MARKER = "card-4111-1111-1111-1111"
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"  # noqa: S105 -- a made-up key to look for

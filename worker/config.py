@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Final, Self
 
 from pydantic import (
     AliasChoices,
@@ -396,11 +396,20 @@ class _Sources:
     """
 
     def __init__(
-        self, given: Mapping[str, Any], environ: Mapping[str, str], file_keys: set[str]
+        self,
+        given: Mapping[str, Any],
+        environ: Mapping[str, str],
+        file_keys: set[str],
+        cleared: set[str] | None = None,
     ) -> None:
+        unset = {env_name(field) for field in cleared or ()}
         self.given = given
-        self.environ = {name.upper() for name, value in environ.items() if value != ""}
-        self.file_keys = file_keys
+        self.environ = {
+            name.upper()
+            for name, value in environ.items()
+            if value != "" and name.upper() not in unset
+        }
+        self.file_keys = file_keys - (cleared or set())
 
     def has(self, field: str) -> bool:
         """Whether any source sets ``field``."""
@@ -415,6 +424,17 @@ class _Sources:
 
 # A setting a command cannot do without: any of the fields, or the problem line.
 Requirement = tuple[tuple[str, ...], str]
+
+
+class _Cleared(Enum):
+    """A type of its own for :data:`CLEARED`: no value a flag can take is mistaken for it."""
+
+    CLEARED = "cleared"
+
+
+# An override that unsets a setting whatever the environment or the file says: a flag that
+# names the queue by URL must not meet a WORKER_QUEUE_NAME and be refused as "both".
+CLEARED: Final = _Cleared.CLEARED
 
 
 def _describe(
@@ -459,8 +479,9 @@ def load_settings(
 ) -> Settings:
     """Read the settings, or raise :class:`ConfigurationError` listing every problem.
 
-    ``required``: settings the command needs; one missing is one more problem, reported with
-    the others (bad values, unknown variables) rather than after they are fixed.
+    ``overrides``: the flags; ``None`` is a flag not given, :data:`CLEARED` a setting a flag
+    unsets. ``required``: settings the command needs; one missing is one more problem, reported
+    with the others (bad values, unknown variables) rather than after they are fixed.
     """
     problems = unknown_variables(os.environ)
     if config_file is None and os.environ.get(CONFIG_FILE_VARIABLE):
@@ -474,9 +495,13 @@ def load_settings(
             config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
             settings_cls = type("FileSettings", (Settings,), {"model_config": config})
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
-    sources = _Sources(given, os.environ, file_keys)
+    cleared = {key for key, value in given.items() if value is CLEARED}
+    given = {key: value for key, value in given.items() if key not in cleared}
+    sources = _Sources(given, os.environ, file_keys, cleared)
+    # An explicit None is an init argument, which wins over the environment and the file.
+    arguments: dict[str, Any] = {**given, **dict.fromkeys(cleared)}
     try:
-        settings = settings_cls(**given)
+        settings = settings_cls(**arguments)
     except ValidationError as exc:
         problems.extend(
             _describe(error, config_file, sources) for error in exc.errors(include_url=False)

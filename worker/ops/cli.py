@@ -26,6 +26,7 @@ import structlog
 
 from worker._version import __version__
 from worker.config import (
+    CLEARED,
     HANDLER_FORMS,
     HandlerType,
     LogFormat,
@@ -164,7 +165,8 @@ def _provision_command(commands: Any) -> None:
     _common(prov)
     prov.add_argument(
         "--topic",
-        help="topic name (WORKER_TOPIC_NAME; default: the queue's name)",
+        help="topic name, or ARN in this account and region (WORKER_TOPIC_NAME or "
+        "WORKER_TOPIC_ARN; default: the queue's name)",
     )
     prov.add_argument("--dlq", help=setting("DLQ name", "dlq_name", default="<queue>-dlq"))
     prov.add_argument(
@@ -221,9 +223,10 @@ def _publish_command(commands: Any) -> None:
         commands,
         "publish",
         summary="publish events to the topic",
-        description="Publish messages to the SNS topic, in batches of ten, and print their "
-        "message ids. Bodies come from the arguments, from --file (JSON lines, one message a "
-        "line), or from stdin when it is not a terminal.",
+        description="Publish messages to the SNS topic, in batches of at most ten and 256 KiB, "
+        "and print their message ids. Bodies come from the arguments, from --file (JSON lines, "
+        "one message a line), or from stdin when it is not a terminal. Exits 1 if any message "
+        "was not published, after naming each one by its position (1 for the first).",
         examples=[
             'worker publish --queue orders \'{"order_id": "o-1", "amount": 5}\'',
             "worker publish --queue orders --attribute source=shop --file orders.jsonl",
@@ -397,12 +400,20 @@ def healthcheck(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def _one_of(value: str | None, prefixes: tuple[str, ...], names: tuple[str, str]) -> dict[str, Any]:
+    """A flag that sets one of two settings sets the first where ``value`` starts with one of
+    ``prefixes`` (``--queue`` a URL), the second otherwise (a name), and unsets the other one,
+    so that it wins over a variable or a file that gave the other one."""
+    if not value:
+        return {}
+    chosen, other = names if value.startswith(prefixes) else names[::-1]
+    return {chosen: value, other: CLEARED}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    queue = getattr(args, "queue", None)
-    if queue:
-        key = "queue_url" if queue.startswith(("http://", "https://")) else "queue_name"
-        values[key] = queue
+    queue, topic = getattr(args, "queue", None), getattr(args, "topic", None)
+    values = _one_of(queue, ("http://", "https://"), ("queue_url", "queue_name"))
+    values |= _one_of(topic, ("arn:",), ("topic_arn", "topic_name"))
     for name in (
         "endpoint_url",
         "region",
@@ -423,9 +434,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         values[name] = getattr(args, name, None)
     values["raw_message_delivery"] = getattr(args, "raw_delivery", None)
     values["dlq_name"] = getattr(args, "dlq", None)
-    topic = getattr(args, "topic", None)
-    if topic:
-        values["topic_arn" if topic.startswith("arn:") else "topic_name"] = topic
     return values
 
 
@@ -577,13 +585,19 @@ def _events(args: argparse.Namespace) -> list[Event]:
 async def _publish(settings: Settings, args: argparse.Namespace) -> int:
     from worker.ops.publish import publish  # noqa: PLC0415
 
-    ids = await publish(settings, args.events)
+    published = await publish(settings, args.events)
+    ids, failed = published.message_ids, published.failed
     if args.json:
-        print(json.dumps({"message_ids": ids}))
-    else:
+        print(json.dumps(published.as_json()))
+    elif ids:
         print("\n".join(ids))
-        print(f"published {len(ids)} message{'' if len(ids) == 1 else 's'}", file=sys.stderr)
-    return 0
+    if not failed:
+        _say(f"published {len(ids)} message{'' if len(ids) == 1 else 's'}")
+        return 0
+    _say(f"published {len(ids)} of {len(args.events)} messages; not published:")
+    for position, why in failed:
+        _say(f"  event {position}: {why}")
+    return EXIT_FAILED
 
 
 async def _demo(settings: Settings, _: argparse.Namespace) -> int:

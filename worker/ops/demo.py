@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from worker.config import EnvelopeMode, Settings
 from worker.consume.sqs import open_sqs
 from worker.consume.worker import Report, serve
+from worker.errors import StartupError
 from worker.examples.orders import handle, reprocess
 from worker.handlers.filtering import FilterCriteria
 from worker.handlers.message import Message, parse_message
@@ -302,7 +303,10 @@ async def run_demo(settings: Settings, out: TextIO) -> int:
         config = demo_settings(settings, endpoint)
         made = await provision(config)
         out.write("\n".join(made.lines()) + "\n")
-        await publish(config, [Event(body=s.body) for s in SAMPLES])
+        published = await publish(config, [Event(body=s.body) for s in SAMPLES])
+        if published.failed:
+            position, why = published.failed[0]
+            raise StartupError(f"publishing failed: event {position}: {why}")
         out.write(f"published {len(SAMPLES)} events to {made.topic_arn}\n\n")
         out.flush()
         ledger = Ledger()

@@ -230,9 +230,13 @@ async def invoke_lambda_handler(settings: Settings, event: bytes) -> Invoked:
 
 
 def _jsonable(value: Any) -> Any:
-    """What a message handler returned, shown even when JSON cannot hold it."""
+    """What a handler returned, shown even when JSON cannot hold it: as its ``repr``.
+
+    NaN and infinities count as what JSON cannot hold: Python writes them as ``NaN`` and
+    ``Infinity``, which no strict JSON reader (``jq``, JavaScript's ``JSON.parse``) accepts.
+    """
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         return repr(value)
     return value
@@ -249,11 +253,11 @@ def report(invoked: Invoked, out: TextIO, *, as_json: bool) -> None:
         if invoked.succeeded:
             document["response"] = _jsonable(invoked.response)
         else:
-            document["error"] = invoked.error
-        out.write(json.dumps(document, indent=2) + "\n")
+            document["error"] = _jsonable(invoked.error)
+        out.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
         return
-    shown = _jsonable(invoked.response) if invoked.succeeded else invoked.error
-    out.write(json.dumps(shown, indent=2) + "\n")
+    shown = invoked.response if invoked.succeeded else invoked.error
+    out.write(json.dumps(_jsonable(shown), indent=2, allow_nan=False) + "\n")
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> Invoked:

@@ -1,9 +1,10 @@
 """``worker provision``: the topic, the queue, its DLQ, the subscription and the queue policy.
 
 Idempotent: what exists is checked and brought in line (RedrivePolicy, a visibility timeout that
-was asked for, queue policy, raw delivery and filter policy of the subscription), what is missing
-is created, and every step says which it was and what it changed — ``unchanged`` where nothing
-was. A dry run reads the same and changes nothing: each step says what it would do.
+was asked for, the queue policy's statement for the topic, raw delivery and filter policy of the
+subscription), what is missing is created, and every step says which it was and what it changed
+— ``unchanged`` where nothing was. A dry run reads the same and changes nothing: each step says
+what it would do.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from worker.consume.sqs import (
     open_sqs,
 )
 from worker.errors import ConfigurationError, StartupError
+from worker.ops import queue_policy
+from worker.ops.queue_policy import topic_only_policy
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -100,8 +103,22 @@ class Provisioned:
         }
 
 
+_TOPIC_ARN = "WORKER_TOPIC_ARN (--topic)"
+
+
+def _topic_arn_parts(arn: str) -> tuple[str, str, str]:
+    """The (region, account, name) of an SNS topic's ARN; a problem line if it is none."""
+    parts = arn.split(":")
+    if (
+        len(parts) != 6 or parts[2] != "sns" or not all(parts[3:])
+    ):  # arn:aws:sns:REGION:ACCOUNT:NAME
+        raise ConfigurationError([f"{_TOPIC_ARN}: {arn!r} is not an SNS topic ARN"])
+    return parts[3], parts[4], parts[5]
+
+
 def names(settings: Settings) -> tuple[str, str, str]:
-    """The queue, DLQ and topic names, the last two derived from the first unless set."""
+    """The queue, DLQ and topic names, the last two derived from the first unless set (the
+    topic by name, or by ARN: the ARN wins, as it does for ``worker publish``)."""
     queue = settings.queue_name or (settings.queue_url or "").rstrip("/").rsplit("/", 1)[-1]
     if not queue:
         raise ConfigurationError(["WORKER_QUEUE_NAME (--queue): required to provision"])
@@ -110,32 +127,14 @@ def names(settings: Settings) -> tuple[str, str, str]:
     suffix = ".fifo" if fifo else ""
     dlq = settings.dlq_name or f"{stem}-dlq{suffix}"
     topic = settings.topic_name or f"{stem}{suffix}"
+    if settings.topic_arn:
+        topic = _topic_arn_parts(settings.topic_arn)[2]
     names = (f"{stem}{suffix}", dlq, topic)
     if fifo and not all(name.endswith(".fifo") for name in names):
         raise ConfigurationError(
             ["a FIFO queue's DLQ and topic must be FIFO too (names end in .fifo)"]
         )
     return names
-
-
-def topic_only_policy(queue_arn: str, topic_arn: str) -> str:
-    """A queue policy that lets only ``topic_arn`` send to the queue."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "AllowOnlyTheTopic",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-                }
-            ],
-        },
-        sort_keys=True,
-    )
 
 
 async def _existing_queue_url(sqs: SQSClient, name: str) -> str | None:
@@ -161,6 +160,45 @@ def _fifo_attributes(name: str, settings: Settings) -> dict[QueueAttributeNameTy
     return attributes
 
 
+_DEDUPLICATION = "content_based_deduplication"
+
+
+def _dedup_asked(settings: Settings, name: str) -> bool:
+    """Whether content-based deduplication is to be brought in line on FIFO ``name``: when it is
+    asked for, on or off. Left alone otherwise, as turning it off under publishers that send no
+    deduplication id would get their messages refused."""
+    return name.endswith(".fifo") and _DEDUPLICATION in settings.model_fields_set
+
+
+def _dedup_change(settings: Settings, current: str | None) -> tuple[str, str] | None:
+    """The ContentBasedDeduplication value to set and what it does, or ``None`` if in line."""
+    wanted = settings.content_based_deduplication
+    if (current or "false").lower() == str(wanted).lower():
+        return None
+    return str(wanted).lower(), f"content-based deduplication {'on' if wanted else 'off'}"
+
+
+async def _bring_queue_dedup_in_line(
+    sqs: SQSClient, settings: Settings, name: str, url: str, *, dry_run: bool
+) -> list[str]:
+    """Set ContentBasedDeduplication on an existing FIFO queue where asked; what changed."""
+    if not _dedup_asked(settings, name):
+        return []
+    response = await sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ContentBasedDeduplication"]
+    )
+    change = _dedup_change(
+        settings, response.get("Attributes", {}).get("ContentBasedDeduplication")
+    )
+    if change is None:
+        return []
+    if not dry_run:
+        await sqs.set_queue_attributes(
+            QueueUrl=url, Attributes={"ContentBasedDeduplication": change[0]}
+        )
+    return [change[1]]
+
+
 async def _ensure_dlq(sqs: SQSClient, settings: Settings, name: str, result: Provisioned) -> None:
     url = await _existing_queue_url(sqs, name)
     attributes: dict[QueueAttributeNameType, str] = {
@@ -174,26 +212,76 @@ async def _ensure_dlq(sqs: SQSClient, settings: Settings, name: str, result: Pro
         url = (await sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
         result.say("dlq", url, "created")
     else:
-        result.say("dlq", url, UNCHANGED)
+        notes = await _bring_queue_dedup_in_line(sqs, settings, name, url, dry_run=result.dry_run)
+        result.checked("dlq", url, notes)
     result.dlq_url, result.dlq_arn = url, await _queue_arn(sqs, url)
 
 
+def _topic_within_reach(arn: str, region: str, dlq_arn: str) -> None:
+    """Refuse a topic ARN of another region or account, before the queue is made for it.
+
+    Provisioning creates a missing topic by its name, which makes it in the caller's own account
+    and region: a topic elsewhere would be a new one here, not the one asked for. Subscribing a
+    queue to another account's topic needs that account's topic policy, which is not ours to set.
+    ``dlq_arn`` names the caller's account (empty in a dry run before the DLQ exists).
+    """
+    topic_region, topic_account, _ = _topic_arn_parts(arn)
+    account = dlq_arn.split(":")[4] if dlq_arn else topic_account
+    for where, theirs, ours in (
+        ("region", topic_region, region),
+        ("account", topic_account, account),
+    ):
+        if theirs != ours:
+            raise ConfigurationError(
+                [
+                    f"{_TOPIC_ARN}: {arn} is not in this {where} ({ours}); provision makes and "
+                    "subscribes to topics in its own account and region: subscribe the queue to "
+                    "a topic elsewhere from that topic's account"
+                ]
+            )
+
+
 async def _ensure_topic(sns: SNSClient, settings: Settings, name: str, result: Provisioned) -> None:
+    if settings.topic_arn:
+        _topic_within_reach(settings.topic_arn, sns.meta.region_name, result.dlq_arn)
     existing: set[str] = set()
     paginator = sns.get_paginator("list_topics")
     async for page in paginator.paginate():
         existing.update(topic["TopicArn"] for topic in page.get("Topics", []))
     found = next((arn for arn in existing if arn.rsplit(":", 1)[-1] == name), None)
+    if found is not None:
+        result.topic_arn = found
+        notes = await _bring_topic_dedup_in_line(sns, settings, name, found, dry_run=result.dry_run)
+        result.checked("topic", found, notes)
+        return
     if result.dry_run:
-        result.topic_arn = found or ""
-        result.say("topic", found or name, UNCHANGED if found else "created")
+        result.say("topic", name, "created")
         return
     attributes = {"FifoTopic": "true"} if name.endswith(".fifo") else {}
     if attributes and settings.content_based_deduplication:
         attributes["ContentBasedDeduplication"] = "true"
-    arn = (await sns.create_topic(Name=name, Attributes=attributes))["TopicArn"]
-    result.topic_arn = arn
-    result.say("topic", arn, UNCHANGED if arn in existing else "created")
+    result.topic_arn = (await sns.create_topic(Name=name, Attributes=attributes))["TopicArn"]
+    result.say("topic", result.topic_arn, "created")
+
+
+async def _bring_topic_dedup_in_line(
+    sns: SNSClient, settings: Settings, name: str, arn: str, *, dry_run: bool
+) -> list[str]:
+    """Set ContentBasedDeduplication on an existing FIFO topic where asked; what changed.
+
+    Set rather than passed to CreateTopic, which SNS refuses for an existing topic whose
+    attributes differ."""
+    if not _dedup_asked(settings, name):
+        return []
+    current = (await sns.get_topic_attributes(TopicArn=arn)).get("Attributes", {})
+    change = _dedup_change(settings, current.get("ContentBasedDeduplication"))
+    if change is None:
+        return []
+    if not dry_run:
+        await sns.set_topic_attributes(
+            TopicArn=arn, AttributeName="ContentBasedDeduplication", AttributeValue=change[0]
+        )
+    return [change[1]]
 
 
 def _redrive_changes(current: str | None, dlq_arn: str, max_receive_count: int) -> list[str]:
@@ -215,7 +303,7 @@ def _redrive_changes(current: str | None, dlq_arn: str, max_receive_count: int) 
 
 
 def _queue_changes(
-    settings: Settings, current: dict[str, str], dlq_arn: str
+    settings: Settings, name: str, current: dict[str, str], dlq_arn: str
 ) -> tuple[dict[QueueAttributeNameType, str], list[str]]:
     """What to set on an existing queue, and what that changes, in words.
 
@@ -236,15 +324,11 @@ def _queue_changes(
         notes.append(
             f"visibility timeout {current.get('VisibilityTimeout', '?')} s → {wanted_visibility} s"
         )
+    change = _dedup_change(settings, current.get("ContentBasedDeduplication"))
+    if _dedup_asked(settings, name) and change is not None:
+        changes["ContentBasedDeduplication"] = change[0]
+        notes.append(change[1])
     return changes, notes
-
-
-def _same_policy(current: str | None, wanted: str) -> bool:
-    """Compared as documents: SQS may give the policy back spaced or ordered its own way."""
-    try:
-        return current is not None and json.loads(current) == json.loads(wanted)
-    except ValueError:
-        return False
 
 
 async def _create_queue(sqs: SQSClient, settings: Settings, name: str, result: Provisioned) -> None:
@@ -269,33 +353,67 @@ async def _create_queue(sqs: SQSClient, settings: Settings, name: str, result: P
     )
 
 
+async def _subscribed(sns: SNSClient, topic_arn: str, queue_arn: str) -> bool:
+    """Whether the queue is subscribed to ``topic_arn``; yes when that cannot be read, so that
+    the topic's statement is kept (only a topic that is gone, or not subscribed, loses it)."""
+    try:
+        paginator = sns.get_paginator("list_subscriptions_by_topic")
+        async for page in paginator.paginate(TopicArn=topic_arn):
+            for subscription in page.get("Subscriptions", []):
+                if subscription.get("Endpoint") == queue_arn:
+                    return True
+    except botocore.exceptions.ClientError as exc:
+        return error_code(exc) != "NotFound"
+    return False
+
+
+async def _policy_change(
+    sns: SNSClient, current: str | None, result: Provisioned
+) -> tuple[str | None, list[str]]:
+    """The queue policy to set (``None``: in line) and what changes, keeping others' statements."""
+    if not result.topic_arn:  # a dry run: the topic does not exist yet
+        return None, ["statement added"]
+    subscribed = [
+        topic
+        for topic in queue_policy.earlier_topics(current, result.topic_arn)
+        if await _subscribed(sns, topic, result.queue_arn)
+    ]
+    return queue_policy.merged(current, result.queue_arn, result.topic_arn, subscribed)
+
+
 async def _ensure_queue(
-    sqs: SQSClient, settings: Settings, names: tuple[str, str, str], result: Provisioned
+    clients: tuple[SQSClient, SNSClient],
+    settings: Settings,
+    names: tuple[str, str, str],
+    result: Provisioned,
 ) -> None:
+    sqs, sns = clients
     name, dlq, topic = names
     redrive = f"to {dlq} after {settings.max_receive_count} receives"
-    policy = f"only {result.topic_arn or topic} may send"
+    policy = f"{result.topic_arn or topic} may send"
     url = await _existing_queue_url(sqs, name)
     if url is None:
         await _create_queue(sqs, settings, name, result)
         result.say("redrive", redrive, "set")
         result.say("policy", policy, "set")
         return
-    response = await sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy", "VisibilityTimeout", "Policy"]
-    )
+    wanted: list[QueueAttributeNameType] = ["QueueArn", "RedrivePolicy", "VisibilityTimeout"]
+    wanted += ["Policy", "ContentBasedDeduplication"] if name.endswith(".fifo") else ["Policy"]
+    response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=wanted)
     current = {str(key): value for key, value in response.get("Attributes", {}).items()}
     result.queue_url, result.queue_arn = url, current["QueueArn"]
-    changes, notes = _queue_changes(settings, current, result.dlq_arn)
-    wanted_policy = topic_only_policy(result.queue_arn, result.topic_arn)
-    policy_changed = not result.topic_arn or not _same_policy(current.get("Policy"), wanted_policy)
-    if policy_changed:
+    changes, notes = _queue_changes(settings, name, current, result.dlq_arn)
+    wanted_policy, policy_notes = await _policy_change(sns, current.get("Policy"), result)
+    if wanted_policy is not None:
         changes["Policy"] = wanted_policy
     if changes and not result.dry_run:
         await sqs.set_queue_attributes(QueueUrl=url, Attributes=changes)
     result.checked("queue", url, notes)
     result.say("redrive", redrive, "set" if "RedrivePolicy" in changes else UNCHANGED)
-    result.say("policy", policy, "set" if policy_changed else UNCHANGED)
+    if policy_notes:
+        result.say("policy", f"{policy} ({', '.join(policy_notes)})", "set")
+    else:
+        result.say("policy", policy, UNCHANGED)
 
 
 def _filter_policy_change(current: str | None, wanted: str | None) -> tuple[str, str] | None:
@@ -379,7 +497,7 @@ async def provision(settings: Settings, *, dry_run: bool = False) -> Provisioned
         async with open_sqs(settings) as sqs, open_sns(settings) as sns:
             await _ensure_dlq(sqs, settings, dlq, result)
             await _ensure_topic(sns, settings, topic, result)
-            await _ensure_queue(sqs, settings, (queue, dlq, topic), result)
+            await _ensure_queue((sqs, sns), settings, (queue, dlq, topic), result)
             await _ensure_subscription(sns, settings, result)
     except (ConfigurationError, StartupError):
         raise

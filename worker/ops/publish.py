@@ -1,16 +1,22 @@
-"""``worker publish``: the producer side, publishing events to the topic in batches of ten."""
+"""``worker publish``: the producer side, publishing events to the topic in batches.
+
+Batches of at most ten events and 256 KiB, the most SNS's PublishBatch takes. A publish that
+partly fails says which events were published and which were not, so that only those are sent
+again.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from worker.config import Settings
-from worker.consume.sqs import MAX_BATCH, describe_failure, open_sns
+from worker.consume.sqs import describe_failure, open_sns
 from worker.errors import ConfigurationError, StartupError
+from worker.ops.batches import split_batches
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -67,8 +73,22 @@ async def resolve_topic_arn(sns: SNSClient, settings: Settings) -> str:
     raise StartupError(f"topic {name!r} does not exist (run worker provision{hint})")
 
 
-def _entry(index: int, event: Event) -> dict[str, Any]:
-    entry: dict[str, Any] = {"Id": str(index), "Message": event.body}
+SNS_MAX_BATCH_BYTES = 262_144  # SNS: the messages of one PublishBatch request, 256 KiB in all
+
+
+def event_bytes(event: Event) -> int:
+    """What SNS counts of an event against a batch's size: the message, its attributes and
+    (to be safe) its subject."""
+    size = len(event.body.encode()) + len((event.subject or "").encode())
+    for name, attribute in (event.attributes or {}).items():
+        value = attribute.get("StringValue", attribute.get("BinaryValue", b""))
+        encoded = value.encode() if isinstance(value, str) else bytes(value)
+        size += len(name.encode()) + len(attribute.get("DataType", "").encode()) + len(encoded)
+    return size
+
+
+def _entry(position: int, event: Event) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": str(position), "Message": event.body}
     if event.attributes:
         entry["MessageAttributes"] = event.attributes
     if event.subject:
@@ -80,28 +100,70 @@ def _entry(index: int, event: Event) -> dict[str, Any]:
     return entry
 
 
-async def publish_events(sns: SNSClient, topic_arn: str, events: Sequence[Event]) -> list[str]:
-    """Publish in batches of ten; returns the SNS message ids. Raises on any refused entry."""
-    ids: list[str] = []
-    for start in range(0, len(events), MAX_BATCH):
-        batch = events[start : start + MAX_BATCH]
+@dataclass
+class Published:
+    """What a publish did: the message ids, in the events' order, and the events that were not
+    published, by their position (1 for the first) with the reason."""
+
+    message_ids: list[str] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        """For ``--json``."""
+        return {
+            "message_ids": self.message_ids,
+            "failed": [{"event": position, "error": why} for position, why in self.failed],
+        }
+
+
+async def _publish_batch(
+    sns: SNSClient, topic_arn: str, batch: list[tuple[int, Event]], published: Published
+) -> bool:
+    """Publish one batch into ``published``; whether every event of it was published."""
+    try:
         response = await sns.publish_batch(
             TopicArn=topic_arn,
-            PublishBatchRequestEntries=[_entry(i, e) for i, e in enumerate(batch)],  # type: ignore[misc]
+            PublishBatchRequestEntries=[_entry(p, e) for p, e in batch],  # type: ignore[misc]
         )
-        failed = response.get("Failed", [])
-        if failed:
-            first = failed[0]
-            raise StartupError(
-                f"{len(failed)} of {len(batch)} events refused: {first.get('Code')}: "
-                f"{first.get('Message')}"
+    except Exception as exc:  # noqa: BLE001 -- the batch's events are reported, with the reason
+        published.failed.extend((position, describe_failure(exc)) for position, _ in batch)
+        return False
+    ids = {int(entry["Id"]): entry["MessageId"] for entry in response.get("Successful", [])}
+    published.message_ids.extend(ids[position] for position, _ in batch if position in ids)
+    failed = response.get("Failed", [])
+    published.failed.extend(
+        (int(entry["Id"]), f"{entry.get('Code')}: {entry.get('Message')}") for entry in failed
+    )
+    return not failed
+
+
+async def publish_events(sns: SNSClient, topic_arn: str, events: Sequence[Event]) -> Published:
+    """Publish ``events`` in batches SNS accepts; what was published and what was not.
+
+    After a batch that failed, the rest are published all the same, except on a FIFO topic
+    (events with a group id), where they would overtake the failed ones: those are reported as
+    not published.
+    """
+    published = Published()
+    batches = split_batches(
+        list(enumerate(events, start=1)), lambda item: event_bytes(item[1]), SNS_MAX_BATCH_BYTES
+    )
+    in_order = any(event.group_id for event in events)
+    for index, batch in enumerate(batches):
+        if not await _publish_batch(sns, topic_arn, batch, published) and in_order:
+            published.failed.extend(
+                (position, "not sent: an earlier event of this FIFO publish failed")
+                for later in batches[index + 1 :]
+                for position, _ in later
             )
-        ids.extend(entry["MessageId"] for entry in response.get("Successful", []))
-    return ids
+            break
+    published.failed.sort()
+    return published
 
 
-async def publish(settings: Settings, events: Sequence[Event]) -> list[str]:
-    """Publish ``events`` to the configured topic; raises :class:`StartupError` on failure."""
+async def publish(settings: Settings, events: Sequence[Event]) -> Published:
+    """Publish ``events`` to the configured topic; raises :class:`StartupError` when the topic
+    cannot be found (what the publish itself refused is in the result)."""
     try:
         async with open_sns(settings) as sns:
             topic_arn = await resolve_topic_arn(sns, settings)
