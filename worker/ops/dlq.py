@@ -35,6 +35,7 @@ from worker.consume.sqs import (
 from worker.errors import ConfigurationError, MalformedMessageError, StartupError
 from worker.handlers.message import parse_message
 from worker.lambda_.event import sqs_record
+from worker.ops.batches import split_batches
 from worker.ops.fingerprint import fingerprint
 
 if TYPE_CHECKING:
@@ -502,21 +503,9 @@ def entry_bytes(entry: dict[str, Any]) -> int:
 def send_batches(
     entries: Sequence[dict[str, Any]], max_bytes: int = MAX_REQUEST_BYTES
 ) -> list[list[dict[str, Any]]]:
-    """``entries`` cut, in order, into batches SQS accepts: ten entries, ``max_bytes`` in all.
-
-    In order, so that a FIFO group goes back in the order it came. An entry larger than
-    ``max_bytes`` goes alone, for SQS to accept or refuse by itself.
-    """
-    batches: list[list[dict[str, Any]]] = []
-    size = 0
-    for entry in entries:
-        needed = entry_bytes(entry)
-        if not batches or len(batches[-1]) == MAX_BATCH or size + needed > max_bytes:
-            batches.append([])
-            size = 0
-        batches[-1].append(entry)
-        size += needed
-    return batches
+    """``entries`` cut, in order, into batches SQS accepts: ten entries, ``max_bytes`` in all
+    (see :func:`~worker.ops.batches.split_batches`)."""
+    return split_batches(entries, entry_bytes, max_bytes)
 
 
 def _too_long(exc: botocore.exceptions.ClientError) -> bool:
