@@ -121,6 +121,42 @@ class TestBatchingWindow:
             f"{n:02d}" for n in range(count)
         }
 
+    async def test_more_pollers_than_slots_still_receive_after_an_idle_spell(
+        self, queues: Queues
+    ) -> None:
+        # The poller holding the one slot waited for news while the other, waiting for that
+        # slot, counted as receiving: nothing received again.
+        handler = Batches()
+        settings = lambda_settings(
+            queues, batch_size=10, max_batching_window=1, concurrency=1, pollers=2
+        )
+        async with running_worker(settings, handler):
+            await asyncio.sleep(2.5)  # receives come back empty
+            await send(queues, "late")
+            await eventually(lambda: handler.batches == [["late"]], timeout=8)
+
+    async def test_a_free_slot_receives_while_a_long_batch_runs(self, queues: Queues) -> None:
+        started: dict[str, float] = {}
+
+        def handler(event: dict[str, Any], context: Any) -> None:
+            for record in event["Records"]:
+                started[record["body"]] = time.monotonic()
+            if event["Records"][0]["body"] == "long":
+                time.sleep(8)
+
+        settings = lambda_settings(
+            queues, batch_size=10, max_batching_window=1, concurrency=2, max_processing_seconds=60
+        )
+        async with running_worker(settings, handler):
+            await send(queues, "long")
+            await eventually(lambda: "long" in started, timeout=8)
+            await asyncio.sleep(2.5)  # receives come back empty
+            sent = time.monotonic()
+            await send(queues, "short")
+            await eventually(lambda: "short" in started, timeout=15)
+        # Its receive, then its one-second window: not the rest of the long batch (8 s).
+        assert started["short"] - sent < 4
+
     def test_batch_size_above_ten_needs_a_window(self, queues: Queues) -> None:
         with pytest.raises(ValueError, match="needs WORKER_MAX_BATCHING_WINDOW"):
             queues.settings(batch_size=50, handler_type="lambda")

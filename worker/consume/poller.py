@@ -168,7 +168,14 @@ class Poller:
             while not self._stopping:
                 slots = await self._wait_for_slots()
                 if self._window > 0:
-                    self._hand_over(await self._gather(), slots)
+                    batch = await self._gather()
+                    # An empty gather gives its slot back before waiting: a poller holding one
+                    # while it waits for news would keep the others from receiving at all.
+                    self._hand_over(batch or [], slots)
+                    if batch is None:
+                        await self._back_off()
+                    elif not batch:
+                        await self._wait_for_news()
                     continue
                 messages = await self._receive(self._runner.messages_for(slots))
                 if messages is None:
@@ -234,8 +241,9 @@ class Poller:
                 self._prefetch.received(time.monotonic() - asked)
         return list(messages)
 
-    async def _gather(self) -> list[Lease]:
-        """A batch: full, its window closed, or at the payload limit."""
+    async def _gather(self) -> list[Lease] | None:
+        """A batch: full, its window closed, or at the payload limit; empty when a receive came
+        back empty before the batch had a message, ``None`` when one failed then."""
         batch: list[Lease] = []
         try:
             return await self._gather_into(batch)
@@ -245,7 +253,7 @@ class Poller:
             self._runner.give_back(batch)
             raise
 
-    async def _gather_into(self, batch: list[Lease]) -> list[Lease]:
+    async def _gather_into(self, batch: list[Lease]) -> list[Lease] | None:
         size = self._take_carried(batch)
         if self._carry:
             return batch  # what was carried fills a batch by itself
@@ -260,13 +268,10 @@ class Poller:
                 wait = min(wait, math.ceil(remaining))
             messages = await self._receive(min(MAX_BATCH, limit - len(batch)), wait)
             if messages is None:
-                if batch:
-                    break  # hand over what is gathered; the next batch backs off
-                await self._back_off()
-                continue
+                # Hand over what is gathered (the next batch backs off), or back off now.
+                return batch or None
             if not messages and not batch:
-                await self._wait_for_news()
-                continue
+                return batch
             leases = self._runner.lease(messages)
             if leases and closes is None:
                 closes = time.monotonic() + self._window  # opened by its first message
