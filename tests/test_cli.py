@@ -299,6 +299,26 @@ class TestPublishBatches:
         assert requests == [6, 6]
         assert len(await drain(queues, queues.queue_url, expect=12)) == 12
 
+    async def test_a_request_refused_whole_stops_the_publish(self, queues: Queues) -> None:
+        # A topic that is gone fails every request alike: one, not one per batch.
+        requests: list[int] = []
+
+        def count(params: dict[str, Any], **_: Any) -> None:
+            requests.append(len(params["PublishBatchRequestEntries"]))
+
+        gone = queues.topic_arn + "-gone"
+        events = [Event(body=json.dumps({"i": i})) for i in range(25)]
+        async with open_sns(queues.settings()) as sns:
+            sns.meta.events.register("provide-client-params.sns.PublishBatch", count)
+            published = await publish_events(sns, gone, events)
+        assert requests == [10]
+        assert published.message_ids == []
+        assert [position for position, _ in published.failed] == list(range(1, 26))
+        first, rest = published.failed[0][1], {why for _, why in published.failed[10:]}
+        assert "NotFound" in first
+        assert "may have been published" not in first  # refused: nothing of it went out
+        assert rest == {"not sent: an earlier request failed"}
+
 
 class TestDlqJson:
     """The DLQ commands that print a result print it as JSON with --json."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 from aiobotocore.session import get_session
@@ -42,6 +43,9 @@ from worker.handlers.filtering import FilterCriteria
 from worker.ops import dlq
 from worker.ops.dlq_cli import ProgressLine, _summary, figures
 from worker.ops.provision import provision
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 STUBBED = {"aws_access_key_id": "stub", "aws_secret_access_key": "stub"}
 
@@ -601,18 +605,9 @@ class TestFifoPasses:
         result = await dlq.run_redrive(settings, dlq.RedrivePlan(criteria=KEEP, manual=True))
         assert (result.moved, result.skipped, result.unreached) == (4, 10, 3)
         summary = _summary(result, dlq.RedrivePlan(criteria=KEEP, manual=True))
-        assert "3 messages were not reached" in summary
+        assert "about 3 messages were not reached" in summary
 
-    async def test_a_dry_run_counts_the_first_ten_of_each_group_and_says_so(
-        self, broker_endpoint: str
-    ) -> None:
-        settings = await fifo_dlq(broker_endpoint, {"g1": [True] * 15, "g2": [True] * 3})
-        result = await dlq.run_redrive(settings, dlq.RedrivePlan(dry_run=True))
-        assert (result.matched, result.unreached) == (13, 5)
-
-    async def test_the_command_exits_1_when_messages_were_not_reached(
-        self, broker_endpoint: str
-    ) -> None:
+    async def test_a_dry_run_says_what_it_could_not_count(self, broker_endpoint: str) -> None:
         settings = await fifo_dlq(broker_endpoint, {"g1": [True] * 12})
         code, out, err = await cli(
             "dlq",
@@ -623,9 +618,55 @@ class TestFifoPasses:
                 "WORKER_ENDPOINT_URL": broker_endpoint,
             },
         )
-        assert code == 1, err
+        assert code == 0, err  # it moved nothing, and says what it could not see
         assert "dry run: 10 of 10 messages would be moved" in out
-        assert "2 messages were not reached" in out
+        assert "about 2 messages were not reached" in out
+
+
+class TestFifoGroupRefused:
+    """A group with a message the destination refused is held, so that nothing of it overtakes
+    that message. Entry-level refusals cannot be made on moto, so botocore's Stubber answers."""
+
+    async def test_its_messages_stay_held_while_the_other_groups_flow(self) -> None:
+        pair = dataclasses.replace(
+            TestNativeStopAndSummary.PAIR,
+            dlq_url="https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq.fifo",
+            dlq_fifo=True,
+        )
+
+        def raw(group: str, n: int) -> MessageTypeDef:
+            return {
+                "MessageId": f"{group}-{n}",
+                "ReceiptHandle": f"rh-{group}-{n}",
+                "Body": "{}",
+                "Attributes": {"MessageGroupId": group},
+            }
+
+        refused, other = raw("g1", 0), raw("g2", 0)
+        async with stubbed_sqs() as client:
+            mover = dlq.Redrive(
+                client,
+                pair,
+                dlq.RedrivePlan(manual=True),
+                destination_url="dest",
+                destination_fifo=True,
+            )
+            mover._pass.fresh([refused, other])
+            mover._send_failed(refused, "Refused", "no")
+            with AioStubber(client) as stubber:
+                stubber.add_response(
+                    "change_message_visibility_batch",
+                    {"Successful": [{"Id": "0"}], "Failed": []},
+                    {
+                        "QueueUrl": pair.dlq_url,
+                        "Entries": [
+                            {"Id": "0", "ReceiptHandle": "rh-g2-0", "VisibilityTimeout": 0}
+                        ],
+                    },
+                )
+                await mover._let_groups_flow([refused, other], [refused, other])
+                stubber.assert_no_pending_responses()
+        assert mover._pass.held == {"g1-0": "rh-g1-0"}  # given back at the end of the run
 
 
 class TestNativeMoveTasks:

@@ -200,6 +200,24 @@ class TestTopicByArn:
         assert problem.startswith("WORKER_TOPIC_ARN (--topic): ")
         assert f"not in this {where}" in problem
 
+    async def test_a_topic_of_another_region_is_refused_before_anything_is_made(
+        self, queues: Queues
+    ) -> None:
+        parts = queues.topic_arn.split(":")
+        parts[3] = "eu-west-3"
+        name = f"p-{uuid.uuid4().hex[:10]}"
+        settings = Settings(
+            endpoint_url=queues.endpoint_url,
+            region=REGION,
+            queue_name=name,
+            topic_arn=":".join(parts),
+        )
+        with pytest.raises(ConfigurationError):
+            await provision(settings)
+        async with open_sqs(settings) as sqs:
+            listed = await sqs.list_queues(QueueNamePrefix=name)
+        assert listed.get("QueueUrls", []) == []  # no DLQ left behind
+
 
 BUCKET_STATEMENT = {
     "Sid": "AllowTheBucket",

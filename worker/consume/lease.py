@@ -21,6 +21,7 @@ import structlog
 
 from worker.config import SQS_MAX_VISIBILITY_SECONDS
 from worker.consume.sqs import MAX_BATCH, EntryFailure, Queue, describe_failure
+from worker.handlers.calls import CANCEL_GRACE_SECONDS
 from worker.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -32,10 +33,10 @@ log = structlog.get_logger("worker.consume.lease")
 _HARD_LIMIT_SECONDS = SQS_MAX_VISIBILITY_SECONDS - 60
 _RETRY_AFTER_ERROR_SECONDS = 1.0
 # How long past its processing budget a message still in hand is extended: a coroutine cancelled
-# at its deadline has a second to unwind before it counts as still running and is extended again
-# (worker/handlers/calls.py), and a short visibility timeout must not run out in between. A call
-# that ends is settled at once, and a settled message is never extended.
-_PAST_DEADLINE_SECONDS = 2.0
+# at its deadline has a grace to unwind before it counts as still running and is extended again,
+# and a short visibility timeout must not run out in between (a second more, for a loaded loop).
+# A settled message is never extended.
+_PAST_DEADLINE_SECONDS = CANCEL_GRACE_SECONDS + 1.0
 
 
 class Lease:

@@ -39,7 +39,7 @@ from typing import Any
 from worker.errors import GeneratorHandlerError, HandlerExitError, HandlerTimeoutError
 
 # How long a cancelled coroutine may take to unwind before it is abandoned.
-_CANCEL_GRACE_SECONDS = 1.0
+CANCEL_GRACE_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -188,7 +188,7 @@ class _Running(_Due):
         if not self.expired:
             self.expired = True
             self.task.cancel()
-            self.deadlines.add(time.monotonic() + _CANCEL_GRACE_SECONDS, self)
+            self.deadlines.add(time.monotonic() + CANCEL_GRACE_SECONDS, self)
         else:
             self.overran(self)
 
@@ -341,6 +341,8 @@ class Caller:
         try:
             done = await _finished_by(running, deadline, self._deadlines)
         except asyncio.CancelledError:
+            if running.done():
+                raise  # the thread had ended: nothing runs on beside a retry
             # Shutdown ran out of time. A thread cannot be stopped: it is left to finish while
             # the process exits.
             self._abandon(running)

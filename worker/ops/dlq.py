@@ -537,6 +537,10 @@ class Redrive:
         self._stop = stop or asyncio.Event()
         self._max_batch_bytes = max_batch_bytes
         self._pass = _Pass()  # what was received; what is held, given back at the end
+        # FIFO: the groups received, and those held until the end (a receive brought nothing
+        # new of them, or the destination refused one of their messages).
+        self._groups_seen: set[str] = set()
+        self._blocked_groups: set[str] = set()
         self._remaining: int | None = None
         self._depth_read_at = 0.0
         self.result = RedriveResult()
@@ -553,6 +557,7 @@ class Redrive:
             while not self._stop.is_set() and not self._reached_max():
                 batch = await self._receive()
                 fresh = self._pass.fresh(batch)
+                self._groups_seen.update(_group(raw) for raw in batch)
                 if self._pass.ended:
                     break  # empty, or only messages whose hold ran out: the DLQ was read through
                 if fresh:
@@ -565,16 +570,20 @@ class Redrive:
         finally:
             await asyncio.shield(self._give_back())
             self.result.seconds = time.monotonic() - started
-        if self._pair.dlq_fifo and not self.result.interrupted and not self._reached_max():
+        blocked = self._groups_seen if self._plan.dry_run else self._blocked_groups
+        finished = not self.result.interrupted and not self._reached_max()
+        if self._pair.dlq_fifo and blocked and finished:
             await self._count_unreached()
         return self.result
 
     async def _count_unreached(self) -> None:
-        """What is in the DLQ beyond what this run left there: messages it could not receive.
+        """About how many messages the run could not receive, behind the groups it held.
 
         A FIFO group is received in order, and not past a message that stays in the DLQ: a dry
-        run reads the first ten of each group only, and a filtered one stops at ten skipped in a
-        row. The rest of such a group was never seen, so the run cannot say whether it matches.
+        run reads the first ten of each group only, a filtered one stops at ten skipped in a row,
+        and a group whose message the destination refused is not read further, so that its order
+        holds. The rest of such a group was never seen. How many that is comes from the DLQ's
+        depth, an approximate count on SQS, less what the run left there.
         """
         left = self.result.skipped + self.result.failed + self.result.delete_failed
         if self._plan.dry_run:
@@ -592,7 +601,9 @@ class Redrive:
 
     def _room(self) -> int:
         room = MAX_BATCH
-        if self._plan.rate is not None:  # small batches, so that a low rate is a steady one
+        if self._plan.rate is not None and not self._pair.dlq_fifo:
+            # Small batches, so that a low rate is a steady one. Not on a FIFO DLQ, where a
+            # receive must be able to bring a group's next message behind the ones it skips.
             room = max(1, min(room, int(self._plan.rate)))
         limit = self._plan.max_messages
         done = self.result.matched if self._plan.dry_run else self.result.moved
@@ -682,8 +693,10 @@ class Redrive:
         return True
 
     def _send_failed(self, raw: MessageTypeDef, code: str | None, error: str | None) -> None:
-        # It stays held with the rest, and is given back to the DLQ at the end.
+        # It stays held with the rest, and is given back to the DLQ at the end; on a FIFO DLQ
+        # its group stays held too, so that none of the group's later messages goes before it.
         self.result.failed += 1
+        self._blocked_groups.add(_group(raw))
         log.warning("dlq.send_failed", message_id=raw.get("MessageId"), code=code, error=error)
 
     async def _delete(self, sent: list[MessageTypeDef]) -> None:
@@ -716,7 +729,9 @@ class Redrive:
         brought nothing new (ten skipped in a row) stays held, so that receives reach the other
         groups rather than that one again; the end of the run counts what it kept out of reach.
         """
-        flowing = {_group(raw) for raw in fresh}
+        groups = {_group(raw) for raw in batch}
+        flowing = {_group(raw) for raw in fresh} - self._blocked_groups
+        self._blocked_groups |= groups - flowing
         ids = [_message_id(raw) for raw in batch if _group(raw) in flowing]
         await self._give_back(ids)
 

@@ -229,7 +229,8 @@ async def _redrive(settings: Settings, args: argparse.Namespace, out: TextIO) ->
         out.write(_summary(result, plan) + "\n")
     if result.interrupted:
         return EXIT_INTERRUPTED
-    return 1 if result.failed or result.delete_failed or result.unreached else 0
+    unreached = result.unreached and not plan.dry_run  # a dry run says so, and moved nothing
+    return 1 if result.failed or result.delete_failed or unreached else 0
 
 
 def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
@@ -251,9 +252,9 @@ def _summary(result: dlq.RedriveResult, plan: dlq.RedrivePlan) -> str:
         )
     if result.unreached:
         lines.append(
-            f"{result.unreached} messages were not reached: FIFO order lets no receive pass a "
-            "message that stays in the DLQ, and one of theirs did (skipped by the filter, "
-            "ten in a row, or only counted by a dry run)"
+            f"about {result.unreached} messages were not reached: FIFO order lets no receive "
+            "pass a message that stays in the DLQ, and one of their group did (ten skipped by "
+            "the filter in a row, refused by the destination, or only counted by a dry run)"
         )
     if result.interrupted:
         lines.append("stopped before the end; nothing in hand was lost")

@@ -218,7 +218,7 @@ async def _ensure_dlq(sqs: SQSClient, settings: Settings, name: str, result: Pro
 
 
 def _topic_within_reach(arn: str, region: str, dlq_arn: str) -> None:
-    """Refuse a topic ARN of another region or account, before the queue is made for it.
+    """Refuse a topic ARN of another region or account.
 
     Provisioning creates a missing topic by its name, which makes it in the caller's own account
     and region: a topic elsewhere would be a new one here, not the one asked for. Subscribing a
@@ -495,6 +495,8 @@ async def provision(settings: Settings, *, dry_run: bool = False) -> Provisioned
     result = Provisioned(dry_run=dry_run)
     try:
         async with open_sqs(settings) as sqs, open_sns(settings) as sns:
+            if settings.topic_arn:  # its region now, before anything is made; its account later
+                _topic_within_reach(settings.topic_arn, sns.meta.region_name, "")
             await _ensure_dlq(sqs, settings, dlq, result)
             await _ensure_topic(sns, settings, topic, result)
             await _ensure_queue((sqs, sns), settings, (queue, dlq, topic), result)

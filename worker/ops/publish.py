@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import botocore.exceptions
+
 from worker.config import Settings
 from worker.consume.sqs import describe_failure, open_sns
 from worker.errors import ConfigurationError, StartupError
@@ -116,6 +118,17 @@ class Published:
         }
 
 
+# Failures of a request that reached SNS and got no answer.
+_SENT_UNANSWERED = (
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+)
+
+
+class _RequestFailed(Exception):
+    """A PublishBatch request failed as a whole, after the SDK's retries."""
+
+
 async def _publish_batch(
     sns: SNSClient, topic_arn: str, batch: list[tuple[int, Event]], published: Published
 ) -> bool:
@@ -125,9 +138,11 @@ async def _publish_batch(
             TopicArn=topic_arn,
             PublishBatchRequestEntries=[_entry(p, e) for p, e in batch],  # type: ignore[misc]
         )
-    except Exception as exc:  # noqa: BLE001 -- the batch's events are reported, with the reason
-        published.failed.extend((position, describe_failure(exc)) for position, _ in batch)
-        return False
+    except _SENT_UNANSWERED as exc:
+        # No answer to a request that went out: SNS may have published it all the same.
+        raise _RequestFailed(f"{describe_failure(exc)}; it may have been published") from exc
+    except Exception as exc:  # refused, or never sent: nothing of it was published
+        raise _RequestFailed(describe_failure(exc)) from exc
     ids = {int(entry["Id"]): entry["MessageId"] for entry in response.get("Successful", [])}
     published.message_ids.extend(ids[position] for position, _ in batch if position in ids)
     failed = response.get("Failed", [])
@@ -150,7 +165,19 @@ async def publish_events(sns: SNSClient, topic_arn: str, events: Sequence[Event]
     )
     in_order = any(event.group_id for event in events)
     for index, batch in enumerate(batches):
-        if not await _publish_batch(sns, topic_arn, batch, published) and in_order:
+        try:
+            complete = await _publish_batch(sns, topic_arn, batch, published)
+        except _RequestFailed as failed:
+            # After the SDK's retries: the topic is gone, access is denied, SNS is out of
+            # reach. The next requests would fail alike, one line per event each: not sent.
+            published.failed.extend((position, str(failed)) for position, _ in batch)
+            published.failed.extend(
+                (position, "not sent: an earlier request failed")
+                for later in batches[index + 1 :]
+                for position, _ in later
+            )
+            break
+        if not complete and in_order:
             published.failed.extend(
                 (position, "not sent: an earlier event of this FIFO publish failed")
                 for later in batches[index + 1 :]
