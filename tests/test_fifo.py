@@ -137,6 +137,7 @@ class TestOrder:
         assert journal.handled == {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2]}  # each once, in order
         assert running.report.failures == {"handler_error": 1}
 
+    @pytest.mark.broker_flaw(Flaw.LOCALSTACK_FIFO_REVISIBLE_UNLOCKS_GROUP)
     async def test_a_message_the_filter_cannot_read_holds_its_group_back(
         self, broker_endpoint: str
     ) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import botocore.exceptions
 
 from worker.config import Settings
-from worker.consume.sqs import describe_failure, open_sns
+from worker.consume.sqs import describe_failure, error_code, open_sns
 from worker.errors import ConfigurationError, StartupError
 from worker.ops.batches import split_batches
 
@@ -118,6 +118,19 @@ class Published:
         }
 
 
+# What SNS answers to every request alike, whatever it holds: the publish stops at the first.
+_REFUSING_EVERY_REQUEST = frozenset(
+    {
+        "NotFound",
+        "AuthorizationError",
+        "AccessDenied",
+        "AccessDeniedException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "UnrecognizedClientException",
+    }
+)
 # Failures of a request that reached SNS and got no answer.
 _SENT_UNANSWERED = (
     botocore.exceptions.ReadTimeoutError,
@@ -138,10 +151,16 @@ async def _publish_batch(
             TopicArn=topic_arn,
             PublishBatchRequestEntries=[_entry(p, e) for p, e in batch],  # type: ignore[misc]
         )
+    except botocore.exceptions.ClientError as exc:  # refused: nothing of it was published
+        if error_code(exc) in _REFUSING_EVERY_REQUEST:
+            raise _RequestFailed(describe_failure(exc)) from exc
+        # Refused for what it holds (a message too large by itself, say): only these events.
+        published.failed.extend((position, describe_failure(exc)) for position, _ in batch)
+        return False
     except _SENT_UNANSWERED as exc:
         # No answer to a request that went out: SNS may have published it all the same.
         raise _RequestFailed(f"{describe_failure(exc)}; it may have been published") from exc
-    except Exception as exc:  # refused, or never sent: nothing of it was published
+    except Exception as exc:  # never sent (SNS out of reach, no credentials)
         raise _RequestFailed(describe_failure(exc)) from exc
     ids = {int(entry["Id"]): entry["MessageId"] for entry in response.get("Successful", [])}
     published.message_ids.extend(ids[position] for position, _ in batch if position in ids)
