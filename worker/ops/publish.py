@@ -184,24 +184,20 @@ async def publish_events(sns: SNSClient, topic_arn: str, events: Sequence[Event]
     )
     in_order = any(event.group_id for event in events)
     for index, batch in enumerate(batches):
+        stopped = None
         try:
             complete = await _publish_batch(sns, topic_arn, batch, published)
         except _RequestFailed as failed:
             # After the SDK's retries: the topic is gone, access is denied, SNS is out of
             # reach. The next requests would fail alike, one line per event each: not sent.
             published.failed.extend((position, str(failed)) for position, _ in batch)
-            published.failed.extend(
-                (position, "not sent: an earlier request failed")
-                for later in batches[index + 1 :]
-                for position, _ in later
-            )
-            break
-        if not complete and in_order:
-            published.failed.extend(
-                (position, "not sent: an earlier event of this FIFO publish failed")
-                for later in batches[index + 1 :]
-                for position, _ in later
-            )
+            stopped = "not sent: an earlier request failed"
+        else:
+            if not complete and in_order:
+                stopped = "not sent: an earlier event of this FIFO publish failed"
+        if stopped is not None:
+            rest = (position for later in batches[index + 1 :] for position, _ in later)
+            published.failed.extend((position, stopped) for position in rest)
             break
     published.failed.sort()
     return published
