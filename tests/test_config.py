@@ -131,6 +131,30 @@ class TestPrecedence:
         assert settings.concurrency == 5
         assert settings.batch_size == 4
 
+    @pytest.mark.parametrize(
+        ("in_file", "environment"),
+        [
+            ('queue_name = "shared"', ("queue_url", "http://sqs.test/1/mine")),
+            ('queue_url = "http://sqs.test/1/shared"', ("queue_name", "mine")),
+            ('topic_name = "shared"', ("topic_arn", "arn:aws:sns:us-east-1:1:t")),
+        ],
+    )
+    def test_the_environment_over_the_file_naming_the_same_thing_another_way(
+        self,
+        toml_file: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        in_file: str,
+        environment: tuple[str, str],
+    ) -> None:
+        # Was refused: "set WORKER_QUEUE_URL or WORKER_QUEUE_NAME, not both".
+        field, value = environment
+        toml_file.write_text(in_file + "\n", encoding="utf-8")
+        monkeypatch.setenv(f"WORKER_{field.upper()}", value)
+        settings = load_settings(config_file=toml_file)
+        assert getattr(settings, field) == value
+        file_field = in_file.split(" ", 1)[0]
+        assert getattr(settings, file_field) is None
+
     def test_flags_over_environment(self, toml_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         toml_file.write_text("concurrency = 3\n", encoding="utf-8")
         monkeypatch.setenv("WORKER_CONCURRENCY", "5")

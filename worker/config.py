@@ -437,6 +437,25 @@ class _Cleared(Enum):
 CLEARED: Final = _Cleared.CLEARED
 
 
+# Settings that name one thing two ways; a file's one gives way to the environment's other one,
+# as every setting of the file gives way to the environment.
+_ALTERNATIVES = (("queue_url", "queue_name"), ("topic_arn", "topic_name"))
+
+
+def _given_way_in_file(
+    given: Mapping[str, Any], environ: Mapping[str, str], file_keys: set[str]
+) -> dict[str, Any]:
+    """The file's settings that an environment variable naming the same thing otherwise unsets
+    (a ``queue_name`` in the file, ``WORKER_QUEUE_URL`` in the environment)."""
+    unset: dict[str, Any] = {}
+    for pair in _ALTERNATIVES:
+        for field, other in (pair, pair[::-1]):
+            from_environment = environ.get(env_name(field)) and field not in given
+            if from_environment and other in file_keys and other not in given:
+                unset[other] = CLEARED
+    return unset
+
+
 def _describe(
     error: Mapping[str, Any], config_file: Path | None = None, sources: _Sources | None = None
 ) -> str:
@@ -495,6 +514,7 @@ def load_settings(
             config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
             settings_cls = type("FileSettings", (Settings,), {"model_config": config})
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    given |= _given_way_in_file(given, os.environ, file_keys)
     cleared = {key for key, value in given.items() if value is CLEARED}
     given = {key: value for key, value in given.items() if key not in cleared}
     sources = _Sources(given, os.environ, file_keys, cleared)

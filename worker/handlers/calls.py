@@ -232,13 +232,10 @@ class LeftRunning(asyncio.CancelledError):
 def _guarded_sync(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     try:
         return function(*args)
-    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+    except (SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration) as exc:
+        # StopIteration too: asyncio refuses to put it in a future, so the call would never end
+        # and its slot never come back. Wrapped, each is reported as what the handler raised.
         raise HandlerExitError(f"handler raised {type(exc).__name__}") from exc
-    except StopIteration as exc:
-        # asyncio refuses to put StopIteration in a future, so the call would never end and its
-        # slot never come back. A coroutine that raises it gets a RuntimeError (PEP 479): so
-        # does a plain function.
-        raise RuntimeError("handler raised StopIteration") from exc
 
 
 class Caller:
