@@ -203,6 +203,19 @@ class TestListenAddress:
         with serving("0.0.0.0") as server:  # noqa: S104 -- the worker's default
             assert _get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
 
+    def test_starting_looks_up_no_name(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """http.server asks the resolver for the host's full name when it binds, a reverse
+        lookup that can hang a start-up for the resolver's timeout in a container whose DNS
+        does not answer it, and that loads the IDNA codec; the server never uses that name."""
+
+        def no_lookups(*_: object) -> str:
+            raise AssertionError("the status server looked up a name")
+
+        monkeypatch.setattr(socket, "getfqdn", no_lookups)
+        monkeypatch.setattr(socket, "gethostbyaddr", no_lookups)
+        with serving("0.0.0.0") as server:  # noqa: S104 -- the worker's default
+            assert _get(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+
     @needs_ipv6
     def test_an_address_that_is_not_here_is_one_line(self) -> None:
         with pytest.raises(StartupError) as raised:

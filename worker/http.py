@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import json
 import socket
+import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -92,11 +93,18 @@ class _Server(ThreadingHTTPServer):
 
         Linux defaults to dual-stack, but ``net.ipv6.bindv6only`` and other systems do not; where
         the option cannot be cleared the socket stays IPv6-only rather than failing to start.
+
+        ``HTTPServer.server_bind`` would also ask the resolver for this host's full name, for a
+        CGI variable nothing here reads: a reverse lookup that holds start-up for the resolver's
+        timeout where the cluster's DNS does not answer it, and loads the IDNA codec (0.2 MB).
+        The bound address stands in for it.
         """
         if self.address_family == socket.AF_INET6 and _is_unspecified(str(self.server_address[0])):
             with contextlib.suppress(OSError, AttributeError):  # no IPV6_V6ONLY on the platform
                 self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
 
 class _Handler(BaseHTTPRequestHandler):
