@@ -71,6 +71,63 @@ class TestHelp:
         assert "examples:\n  worker run --queue orders --handler myhandlers:handle\n" in out
 
 
+class TestOneCommandBuilt:
+    """main builds the parser of the command its first argument names, and nothing else."""
+
+    OTHER_COMMANDS = (
+        "worker.ops.completion",
+        "worker.ops.demo",
+        "worker.ops.dlq_args",
+        "worker.ops.dlq_cli",
+        "worker.ops.invoke_cli",
+        "worker.ops.local",
+        "worker.ops.provision",
+        "worker.ops.publish",
+    )
+
+    def test_worker_run_imports_no_other_command(self, tmp_path: Path) -> None:
+        script = (
+            "import json, sys\n"
+            "from worker.ops import cli\n"
+            "code = cli.main(['run'])\n"
+            "print(json.dumps([code, sorted(sys.modules)]))\n"
+        )
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+        done = subprocess.run(  # noqa: S603 -- this interpreter
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,  # exits 0: the code is what main returned, printed
+        )
+        code, modules = json.loads(done.stdout)
+        assert code == 2  # no handler, no queue: the configuration errors, after parsing
+        assert "WORKER_HANDLER: required" in done.stderr
+        assert not set(self.OTHER_COMMANDS) & set(modules)
+
+    @pytest.mark.parametrize("name", sorted(completion.subcommands(build_parser())))
+    def test_a_command_alone_parses_as_in_the_whole_parser(self, name: str) -> None:
+        def flags(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
+            return [(*action.option_strings, action.dest) for action in parser._actions]
+
+        alone = build_parser(name)
+        assert list(completion.subcommands(alone)) == [name]
+        whole = dict(commands(build_parser()))
+        for path, parser in commands(alone):
+            assert flags(parser) == flags(whole[path]), path
+
+    def test_a_first_argument_that_names_no_command_lists_them_all(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as raised:
+            main(["rnu"])
+        assert raised.value.code == 2
+        error = capsys.readouterr().err
+        for name in completion.subcommands(build_parser()):
+            assert repr(name) in error, name
+
+
 def _complete(words: str, script: str) -> list[str]:
     """What bash completes for the command line ``words`` (a trailing space: a new word)."""
     line = words.split(" ")

@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -37,10 +37,10 @@ from worker.config import (
 )
 from worker.errors import ConfigurationError, StartupError
 from worker.logs import configure_logging
-from worker.ops import completion, dlq_args, invoke_cli
 from worker.ops.cli_help import HelpFormatter, command, option, setting
-from worker.ops.local import DEFAULT_PORT
-from worker.ops.publish import Event, parse_attribute, read_lines
+
+if TYPE_CHECKING:
+    from worker.ops.publish import Event
 
 log = structlog.get_logger("worker.ops.cli")
 
@@ -271,6 +271,8 @@ def _port(text: str) -> int:
 
 
 def _local_command(commands: Any) -> None:
+    from worker.ops.local import DEFAULT_PORT  # noqa: PLC0415 -- see build_parser
+
     local = command(
         commands,
         "local",
@@ -313,19 +315,7 @@ def _healthcheck_command(commands: Any) -> None:
     check.add_argument("--timeout", type=float, default=5.0, help=option("seconds", 5))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="worker",
-        description="Consume an SNS-subscribed SQS queue with your handler.",
-        epilog="examples:\n  worker demo\n  worker local\n  worker run --help",
-        formatter_class=HelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _run_command(commands)
-    _provision_command(commands)
-    _publish_command(commands)
+def _demo_command(commands: Any) -> None:
     demo = command(
         commands,
         "demo",
@@ -336,11 +326,58 @@ def build_parser() -> argparse.ArgumentParser:
         examples=["worker demo"],
     )
     _common(demo)
-    _local_command(commands)
+
+
+def _invoke_command(commands: Any) -> None:
+    from worker.ops import invoke_cli  # noqa: PLC0415 -- see build_parser
+
     invoke_cli.add_command(commands, _invoke_common)
+
+
+def _dlq_command(commands: Any) -> None:
+    from worker.ops import dlq_args  # noqa: PLC0415 -- see build_parser
+
     dlq_args.add_commands(commands, _common)
-    _healthcheck_command(commands)
+
+
+def _completion_command(commands: Any) -> None:
+    from worker.ops import completion  # noqa: PLC0415 -- see build_parser
+
     completion.add_command(commands)
+
+
+_PARSERS: dict[str, Callable[[Any], None]] = {  # in the order help lists them
+    "run": _run_command,
+    "provision": _provision_command,
+    "publish": _publish_command,
+    "demo": _demo_command,
+    "local": _local_command,
+    "invoke": _invoke_command,
+    "dlq": _dlq_command,
+    "healthcheck": _healthcheck_command,
+    "completion": _completion_command,
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every subcommand, or for the subcommand ``only`` alone.
+
+    :func:`main` builds only the command its first argument names, so that ``worker run`` never
+    imports the other commands' modules nor builds their parsers: about 0.3 MB that a worker
+    would otherwise carry for all its life. A first argument that names no command (``--help``,
+    a typo) gets every command, so that help and errors list them all.
+    """
+    parser = argparse.ArgumentParser(
+        prog="worker",
+        description="Consume an SNS-subscribed SQS queue with your handler.",
+        epilog="examples:\n  worker demo\n  worker local\n  worker run --help",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, add_command in _PARSERS.items():
+        if only is None or name == only:
+            add_command(commands)
     return parser
 
 
@@ -551,6 +588,8 @@ async def _provision(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> list[Event]:
+    from worker.ops.publish import Event, parse_attribute, read_lines  # noqa: PLC0415
+
     bodies = list(args.messages)
     piped = not bodies and args.file is None and sys.stdin is not None and not sys.stdin.isatty()
     if args.file == "-" or piped:
@@ -607,6 +646,8 @@ async def _demo(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _invoke(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.ops import invoke_cli  # noqa: PLC0415
+
     invoked = await invoke_cli.run(settings, args)
     invoke_cli.report(invoked, sys.stdout, as_json=args.json)
     code = 0 if invoked.succeeded else EXIT_FAILED
@@ -652,6 +693,8 @@ async def _local(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _completion(_: Settings, args: argparse.Namespace) -> int:
+    from worker.ops import completion  # noqa: PLC0415
+
     print(completion.script(build_parser(), args.shell), end="")
     return 0
 
@@ -685,7 +728,9 @@ _REQUIRED: dict[str, tuple[Requirement, ...]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    named = arguments[0] if arguments and arguments[0] in _PARSERS else None
+    args = build_parser(only=named).parse_args(arguments)
     if args.command == "healthcheck":
         return healthcheck(args)
     try:
