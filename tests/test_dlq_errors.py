@@ -79,6 +79,19 @@ class TestOneLine:
         )
         assert await depth(queues, queues.dlq_url) == (2, 0)
 
+    @pytest.mark.parametrize("rate", ["nan", "inf", "0"])
+    @pytest.mark.parametrize("how", [(), ("--manual",)], ids=["native", "manual"])
+    async def test_a_rate_that_is_not_a_positive_number_is_a_usage_error(
+        self, queues: Queues, rate: str, how: tuple[str, ...]
+    ) -> None:
+        await seed_dlq(queues, "a")
+        code, _, err = await worker("dlq", "redrive", f"--rate={rate}", *how, *on(queues))
+        assert code == 2
+        assert one_line(err) == (
+            "worker: configuration error: --rate: must be a finite number more than 0"
+        )
+        assert await depth(queues, queues.dlq_url) == (1, 0)
+
     def test_explain_names_the_call_and_what_to_do(self) -> None:
         import botocore.exceptions  # noqa: PLC0415 -- only this test builds an error by hand
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -192,8 +193,9 @@ def _plan(args: argparse.Namespace) -> dlq.RedrivePlan:
             problems.append(f"--filter: {exc}")
     if args.max is not None and args.max < 1:
         problems.append("--max: must be at least 1")
-    if args.rate is not None and args.rate <= 0:
-        problems.append("--rate: must be more than 0")
+    # float() takes "nan" and "inf" too; neither paces anything (int() of either raises).
+    if args.rate is not None and not 0 < args.rate < math.inf:
+        problems.append("--rate: must be a finite number more than 0")
     if not 1 <= args.hold <= 43_200:
         problems.append("--hold: must be between 1 and 43200 seconds")
     if problems:
