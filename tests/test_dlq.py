@@ -546,6 +546,33 @@ class TestFifo:
                     break
         assert received == {"g1": ["a1", "a2", "a3"], "g2": ["b1", "b2"]}
 
+    @pytest.mark.parametrize("how", [(), ("--manual",)], ids=["native", "manual"])
+    async def test_to_a_name_gets_fifo_as_the_queue_does(
+        self, broker_endpoint: str, how: tuple[str, ...]
+    ) -> None:
+        # WORKER_FIFO: names are given without .fifo, --queue's and --to's alike.
+        base = Settings(endpoint_url=broker_endpoint, region=REGION)
+        name = f"f-{uuid.uuid4().hex[:10]}"
+        made = await provision(base.model_copy(update={"queue_name": f"{name}.fifo"}))
+        async with open_sqs(base) as sqs:
+            other = await sqs.create_queue(
+                QueueName=f"{name}-other.fifo", Attributes={"FifoQueue": "true"}
+            )
+            await sqs.send_message(
+                QueueUrl=made.dlq_url,
+                MessageBody="a",
+                MessageGroupId="g",
+                MessageDeduplicationId="a",
+            )
+        code, _, err = await cli(
+            *("dlq", "redrive", "--queue", name, "--to", f"{name}-other", *how),
+            env={"WORKER_FIFO": "true", "WORKER_ENDPOINT_URL": broker_endpoint},
+        )
+        assert code == 0, err
+        async with open_sqs(base) as sqs:
+            response = await sqs.receive_message(QueueUrl=other["QueueUrl"], WaitTimeSeconds=5)
+        assert [message["Body"] for message in response.get("Messages", [])] == ["a"]
+
 
 async def fifo_dlq(broker_endpoint: str, groups: Mapping[str, list[bool]]) -> Settings:
     """A provisioned FIFO pair whose DLQ holds, per group, messages ``{"n": i, "keep": k}``."""

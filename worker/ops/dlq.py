@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -881,6 +881,9 @@ async def run_redrive(
     once (the move task goes on in SQS; its handle is in the result).
     """
     stop = stop or asyncio.Event()
+    if plan.destination and not plan.destination.startswith(("http://", "https://")):
+        # A name, given as the queue's is: with .fifo added where WORKER_FIFO says so.
+        plan = replace(plan, destination=settings.fifo_named(plan.destination))
     async with open_sqs(settings) as client:
         pair = await find_pair(client, settings)
         url, arn, fifo = await destination_of(client, pair, plan)
