@@ -441,6 +441,9 @@ class Runner:
             self._settler.release(lease, reason="non_retryable")
         else:
             delay = self._retry_delay.seconds(lease.receive_count)
+            # SQS refuses a visibility change that ends over 12 hours after the receive (and the
+            # backoff would be lost with it): a message failing near then waits what is left.
+            delay = max(0, min(delay, int(lease.hard_limit - time.monotonic())))
             log.warning("message.failed", retry_in_seconds=delay, **fields)
             self._settler.retry(lease, delay)
 
