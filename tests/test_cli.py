@@ -20,9 +20,10 @@ import structlog
 from tests.support import REGION, ROOT, Queues, drain, make_queues, run_cli
 from worker.config import LogFormat, Settings, env_name
 from worker.consume.sqs import open_sns, open_sqs
+from worker.errors import ConfigurationError
 from worker.ops import completion
 from worker.ops.batches import split_batches
-from worker.ops.cli import _configure_logging, build_parser, main
+from worker.ops.cli import _configure_logging, _events, build_parser, main
 from worker.ops.local import embedded_broker
 from worker.ops.publish import SNS_MAX_BATCH_BYTES, Event, event_bytes, publish_events
 
@@ -258,6 +259,32 @@ class TestPublish:
         )
         assert code == 0
         assert len(json.loads(out)["message_ids"]) == 1
+
+
+class TestPublishDash:
+    """A BODY of ``-`` stands for the lines of stdin, in its place, as ``--file -`` does."""
+
+    @staticmethod
+    def bodies(monkeypatch: pytest.MonkeyPatch, stdin: str, *argv: str) -> list[str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        return [event.body for event in _events(build_parser().parse_args(["publish", *argv]))]
+
+    def test_a_lone_dash_reads_stdin(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        lines = '{"n": 1}\n{"n": 2}\n'
+        assert self.bodies(monkeypatch, lines, "-") == ['{"n": 1}', '{"n": 2}']
+
+    def test_a_dash_among_bodies_reads_stdin_in_its_place(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert self.bodies(monkeypatch, "b\nc\n", "a", "-", "d") == ["a", "b", "c", "d"]
+
+    @pytest.mark.parametrize("argv", [("-", "-"), ("-", "--file", "-")])
+    def test_stdin_named_twice_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
+    ) -> None:
+        # The second would read nothing: stdin is used up by the first.
+        with pytest.raises(ConfigurationError, match="stdin"):
+            self.bodies(monkeypatch, "a\n", *argv)
 
 
 class TestFlagsWinOverTheEnvironment:

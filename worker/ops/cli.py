@@ -225,7 +225,8 @@ def _publish_command(commands: Any) -> None:
         summary="publish events to the topic",
         description="Publish messages to the SNS topic, in batches of at most ten and 256 KiB, "
         "and print their message ids. Bodies come from the arguments, from --file (JSON lines, "
-        "one message a line), or from stdin when it is not a terminal. Exits 1 if any message "
+        "one message a line), or from stdin: a BODY of '-', --file -, or no BODY and no --file "
+        "when stdin is not a terminal. Exits 1 if any message "
         "was not published, after naming each one by its position (1 for the first).",
         examples=[
             'worker publish --queue orders \'{"order_id": "o-1", "amount": 5}\'',
@@ -234,7 +235,9 @@ def _publish_command(commands: Any) -> None:
         ],
     )
     _common(pub)
-    pub.add_argument("messages", nargs="*", metavar="BODY", help="message bodies")
+    pub.add_argument(
+        "messages", nargs="*", metavar="BODY", help="message bodies; '-' for stdin's lines"
+    )
     pub.add_argument(
         "--topic",
         help="topic name or ARN (WORKER_TOPIC_NAME or WORKER_TOPIC_ARN; default: the queue's name)",
@@ -590,8 +593,15 @@ async def _provision(settings: Settings, args: argparse.Namespace) -> int:
 def _events(args: argparse.Namespace) -> list[Event]:
     from worker.ops.publish import Event, parse_attribute, read_lines  # noqa: PLC0415
 
-    bodies = list(args.messages)
-    piped = not bodies and args.file is None and sys.stdin is not None and not sys.stdin.isatty()
+    # A BODY of "-" is stdin, as for --file and most commands: its lines, in its place.
+    if args.messages.count("-") + (args.file == "-") > 1:
+        raise ConfigurationError(["'-' (stdin) given more than once: it can be read only once"])
+    bodies: list[str] = []
+    for body in args.messages:
+        bodies.extend(read_lines(sys.stdin) if body == "-" else [body])
+    piped = (
+        not args.messages and args.file is None and sys.stdin is not None and not sys.stdin.isatty()
+    )
     if args.file == "-" or piped:
         bodies.extend(read_lines(sys.stdin))
     elif args.file:
