@@ -7,11 +7,11 @@ The benchmarks that measure the worker with a probe (:mod:`bench.run`, :mod:`ben
 ``worker run`` (:func:`worker.ops.cli.main`), which reads its settings from the environment as
 in a container. The bench handlers (:mod:`bench.handlers`) report to this probe; a Lambda
 handler runs in execution environments, the worker's child processes, which append their ids
-to the file named by ``BENCH_ENVIRONMENT_IDS``, followed here by a thread
-(:class:`~bench.probe.IdsFollower`). Once every expected message is done the probe reads the
-worker's receive timings (its ``/metrics``, on ``BENCH_HTTP_PORT``) and the environments'
-memory, and sends the worker SIGTERM, so that it stops as it would in a pod: gracefully,
-flushing its deletes. The result is written when the process exits.
+to the file named by ``BENCH_ENVIRONMENT_IDS``, which the probe's thread follows. Once every
+expected message is done the probe reads the worker's receive timings (its ``/metrics``, on
+``BENCH_HTTP_PORT``) and the environments' memory, and sends the worker SIGTERM, so that it
+stops as it would in a pod: gracefully, flushing its deletes. The result is written when the
+process exits.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 
 from bench.probe import (
     SHARED_IDS,
-    IdsFollower,
     Probe,
     children,
     count_requests,
@@ -77,15 +76,18 @@ def main() -> int:
         probe.extra["environments_kb"] = environments_memory()
         os.kill(os.getpid(), signal.SIGTERM)
 
-    probe = Probe(int(os.environ["BENCH_EXPECTED"]), Path(os.environ["BENCH_RESULT"]), stop)
+    shared = os.environ.get(SHARED_IDS)
+    probe = Probe(
+        int(os.environ["BENCH_EXPECTED"]),
+        Path(os.environ["BENCH_RESULT"]),
+        stop,
+        follow=Path(shared) if shared else None,
+    )
     count_requests(probe)
     install(probe)
     atexit.register(probe.write, kind="worker")
-    shared = os.environ.get(SHARED_IDS)
     if shared:
-        follower = IdsFollower(probe, Path(shared))
-        follower.start()
-        atexit.register(follower.stop)  # runs first: the last ids before the result
+        atexit.register(probe.stop_following)  # runs first: the last ids before the result
     return worker_main(["run"])
 
 

@@ -13,8 +13,8 @@ as the broker sees and SQS bills them.
 The worker's probe is installed by its launcher (:mod:`bench.consumer`, :func:`install`) and
 found by the bench handlers (:func:`installed`). A Lambda handler runs in execution
 environments, the worker's child processes: there each batch's ids are appended to a file
-shared with the worker (:func:`append_ids`), which a thread of the worker's probe follows
-(:class:`IdsFollower`). At each mark the probe takes the process's own CPU and, separately,
+shared with the worker (:func:`append_ids`), which the worker's probe follows (its
+``follow``). At each mark the probe takes the process's own CPU and, separately,
 its live children's (:func:`children_cpu`), so that the environments' share counts too.
 
 Figures are taken between the moments 10% and 90% of the expected messages were done, so that
@@ -36,6 +36,7 @@ from typing import Any
 WINDOW = (0.1, 0.9)  # the part of the run the rates and CPU figures are taken over
 _RSS_SAMPLE_SECONDS = 0.5
 _FOLLOW_SECONDS = 0.01  # how often the shared ids file is read: the marks' precision
+_FOLLOW_BUFFER_BYTES = 16 * 1024  # read into one buffer, allocated once
 _TICK = os.sysconf("SC_CLK_TCK")
 SHARED_IDS = "BENCH_ENVIRONMENT_IDS"  # the file Lambda environments append their ids to
 
@@ -85,7 +86,14 @@ def children_cpu() -> dict[int, float]:
 class Probe:
     """Counts messages and takes the process's measurements; thread-safe."""
 
-    def __init__(self, expected: int, path: Path, on_complete: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        expected: int,
+        path: Path,
+        on_complete: Callable[[], None],
+        *,
+        follow: Path | None = None,
+    ) -> None:
         self.expected = expected
         self._path = path
         self._on_complete = on_complete
@@ -111,6 +119,12 @@ class Probe:
         self.requests: dict[str, int] = {}  # HTTP requests sent, by action (count_requests)
         self.request_samples: list[tuple[float, int]] = []  # (time, requests sent so far)
         self.first_start_cpu: float | None = None
+        # The ids other processes append to ``follow`` (:class:`IdsFollower`) are read every
+        # 10 ms by this probe's own thread: a thread of their own would be the benchmark's, yet
+        # charged to the worker's peak RSS (about 0.13 MB, its stack and its malloc arena),
+        # which the ceiling's process, with the probe's one thread, does not carry.
+        self._follower = IdsFollower(self, follow) if follow is not None else None
+        self._following = threading.Lock()
         self._sampling = threading.Event()
         self._sampler = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
         self._sampler.start()
@@ -149,8 +163,24 @@ class Probe:
         if finished:
             self._on_complete()
 
+    def stop_following(self) -> None:
+        """Read what is left of the followed file, once its writers are gone, and stop."""
+        with self._following:
+            if self._follower is not None:
+                self._follower.read()
+                self._follower.close()
+                self._follower = None
+
     def _sample(self) -> None:
-        while not self._sampling.wait(_RSS_SAMPLE_SECONDS):
+        next_sample = time.monotonic() + _RSS_SAMPLE_SECONDS
+        tick = _RSS_SAMPLE_SECONDS if self._follower is None else _FOLLOW_SECONDS
+        while not self._sampling.wait(tick):
+            with self._following:
+                if self._follower is not None:
+                    self._follower.read()
+            if time.monotonic() < next_sample:
+                continue
+            next_sample += _RSS_SAMPLE_SECONDS
             now = time.time()
             self.rss_samples.append((now, self.done_count, memory_kb()[0]))
             # Summed from another thread than the one counting: a value may be one request
@@ -239,36 +269,22 @@ class IdsFollower:
     """Counts in ``probe`` the ids other processes append to ``path`` (:func:`append_ids`).
 
     Each id is taken up and done when it is read: the Lambda function does nothing else with
-    it. Each environment's start-up CPU, reported once, goes to ``extra``. The file is read
-    every 10 ms, so the marks are taken up to 10 ms late, alike at both ends of the window.
-    :meth:`stop` reads what is left, once the writers are gone.
+    it. Each environment's start-up CPU, reported once, goes to ``extra``. The probe's thread
+    calls :meth:`read` every 10 ms, so the marks are taken up to 10 ms late, alike at both ends
+    of the window.
     """
 
     def __init__(self, probe: Probe, path: Path) -> None:
         self._probe = probe
         self._fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
         self._pending = b""
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name="bench-ids", daemon=True)
+        self._buffer = bytearray(_FOLLOW_BUFFER_BYTES)
 
-    def start(self) -> None:
-        """Follow the file in a thread of its own."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Read the rest of the file, and stop following it."""
-        self._stopping.set()
-        self._thread.join()
-        os.close(self._fd)
-
-    def _follow(self) -> None:
-        while not self._stopping.wait(_FOLLOW_SECONDS):
-            self._read()
-        self._read()
-
-    def _read(self) -> None:
-        while chunk := os.read(self._fd, 64 * 1024):
-            self._pending += chunk
+    def read(self) -> None:
+        """Count the whole lines appended since the last read."""
+        view = memoryview(self._buffer)
+        while size := os.readv(self._fd, [self._buffer]):
+            self._pending += view[:size]
         *lines, self._pending = self._pending.split(b"\n")
         count = 0
         for line in lines:
@@ -280,6 +296,10 @@ class IdsFollower:
             count += 1
         if count:
             self._probe.done(count)
+
+    def close(self) -> None:
+        """Close the file."""
+        os.close(self._fd)
 
 
 def count_requests(probe: Probe) -> None:
