@@ -366,7 +366,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser for every subcommand, or for the subcommand ``only`` alone.
 
     :func:`main` builds only the command its first argument names, so that ``worker run`` never
-    imports the other commands' modules nor builds their parsers: about 0.3 MB that a worker
+    imports the other commands' modules nor builds their parsers: about 0.15 MB that a worker
     would otherwise carry for all its life. A first argument that names no command (``--help``,
     a typo) gets every command, so that help and errors list them all.
     """
