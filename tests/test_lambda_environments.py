@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -403,6 +404,40 @@ class TestAnInitPastTheLimitIsTriedAgain:
         assert isinstance(result, FunctionError)
         assert result.error_type == "Runtime.InitError"
         assert "did not initialise in time" in result.error_message
+
+
+QUICK = """
+def handler(event, context):
+    return {"ok": True}
+"""
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"),
+    reason="Python 3.11's threaded child watcher, on Linux",
+)
+async def test_no_thread_waits_for_an_environment(tmp_path: Path) -> None:
+    """Python 3.11 waits for each child process in a thread of its own ("asyncio-waitpid-N"); the
+    environments' ends are read from pidfds on the event loop instead, and still seen."""
+    root = task_root(tmp_path, quick=QUICK)
+    settings = Settings(handler_type=HandlerType.LAMBDA, handler="quick.handler", handler_path=root)
+    pool = EnvironmentPool(
+        environment_spec(settings, FunctionIdentity("quick", 1024, REGION, "123456789012")),
+        size=3,
+        metrics=EnvironmentMetrics(CollectorRegistry(), queue="quick"),
+    )
+    try:
+        results = await asyncio.gather(
+            *(pool.invoke(b'{"Records": []}', time.monotonic() + 10) for _ in range(3))
+        )
+        waiting = [t.name for t in threading.enumerate() if "waitpid" in t.name]
+        processes = [env.process for env in pool._idle if env.process is not None]
+    finally:
+        await pool.close()
+    assert all(isinstance(result, FunctionResponse) for result in results), results
+    assert waiting == []
+    assert len(processes) == 3
+    assert all(process.returncode is not None for process in processes)  # their ends were seen
 
 
 def _reason(error_type: str) -> FailureReason:
