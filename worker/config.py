@@ -151,6 +151,9 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
         populate_by_name=True,
         validate_default=True,
+        # "inf" and "nan" parse as floats: no duration or rate here means either, and one that
+        # got through failed later, as a traceback (int(inf)) or as a wait that never ends.
+        allow_inf_nan=False,
     )
 
     # --- the queue and the AWS endpoint ---
