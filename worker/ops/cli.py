@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import math
 import os
 import signal
 import sys
@@ -263,6 +264,17 @@ def _publish_command(commands: Any) -> None:
     _json_flag(pub, "the message ids")
 
 
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds above 0 (``float`` takes "inf" and "nan" too)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -315,7 +327,7 @@ def _healthcheck_command(commands: Any) -> None:
         "--url",
         help=option("what to ask", "http://127.0.0.1:$WORKER_HTTP_PORT/healthz"),
     )
-    check.add_argument("--timeout", type=float, default=5.0, help=option("seconds", 5))
+    check.add_argument("--timeout", type=_seconds, default=5.0, help=option("seconds", 5))
 
 
 def _demo_command(commands: Any) -> None:
