@@ -750,6 +750,20 @@ class TestNativeMoveTasks:
         assert seen == [(7, 0)]
         assert moved == 3
 
+    @pytest.mark.parametrize(("rate", "asked"), [(1000.0, 500), (0.5, 1), (120.7, 120)])
+    async def test_the_rate_asked_of_sqs_is_one_it_takes(self, rate: float, asked: int) -> None:
+        # SQS refuses a move task faster than 500 messages a second, or slower than one.
+        dlq_arn = "arn:aws:sqs:us-east-1:123456789012:orders-dlq"
+        async with stubbed_sqs() as client:
+            with AioStubber(client) as stubber:
+                stubber.add_response(
+                    "start_message_move_task",
+                    {"TaskHandle": "task-1"},
+                    {"SourceArn": dlq_arn, "MaxNumberOfMessagesPerSecond": asked},
+                )
+                await dlq.start_move_task(client, dlq_arn=dlq_arn, destination_arn=None, rate=rate)
+                stubber.assert_no_pending_responses()
+
     async def test_unsupported_endpoint_is_recognised(self) -> None:
         async with stubbed_sqs() as client:
             with AioStubber(client) as stubber:

@@ -363,6 +363,9 @@ async def purge(settings: Settings) -> tuple[QueuePair, int]:
 # --- native moves -----------------------------------------------------------------------------
 
 
+MOVE_TASK_MAX_RATE = 500  # SQS: StartMessageMoveTask's MaxNumberOfMessagesPerSecond
+
+
 class MoveTasksUnsupportedError(Exception):
     """The endpoint does not implement message move tasks (moto, some emulators)."""
 
@@ -387,7 +390,9 @@ async def start_move_task(
     if destination_arn is not None:
         request["DestinationArn"] = destination_arn
     if rate is not None:
-        request["MaxNumberOfMessagesPerSecond"] = max(1, int(rate))
+        # SQS moves 1 to 500 messages a second and refuses the task outside that: a faster
+        # --rate is a ceiling the task's own maximum keeps under.
+        request["MaxNumberOfMessagesPerSecond"] = min(MOVE_TASK_MAX_RATE, max(1, int(rate)))
     with _move_task_call():
         response = await client.start_message_move_task(**request)
     return response["TaskHandle"]
