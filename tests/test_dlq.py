@@ -752,7 +752,7 @@ class TestNativeMoveTasks:
 
     @pytest.mark.parametrize(("rate", "asked"), [(1000.0, 500), (0.5, 1), (120.7, 120)])
     async def test_the_rate_asked_of_sqs_is_one_it_takes(self, rate: float, asked: int) -> None:
-        # SQS refuses a move task faster than 500 messages a second, or slower than one.
+        # SQS documents 500 messages a second as a move task's most, in whole messages.
         dlq_arn = "arn:aws:sqs:us-east-1:123456789012:orders-dlq"
         async with stubbed_sqs() as client:
             with AioStubber(client) as stubber:

@@ -390,8 +390,8 @@ async def start_move_task(
     if destination_arn is not None:
         request["DestinationArn"] = destination_arn
     if rate is not None:
-        # SQS moves 1 to 500 messages a second and refuses the task outside that: a faster
-        # --rate is a ceiling the task's own maximum keeps under.
+        # SQS documents 500 messages a second as a move task's most (an integer, at least 1):
+        # --rate is a ceiling, and the task's own maximum keeps under a faster one.
         request["MaxNumberOfMessagesPerSecond"] = min(MOVE_TASK_MAX_RATE, max(1, int(rate)))
     with _move_task_call():
         response = await client.start_message_move_task(**request)
