@@ -440,6 +440,78 @@ async def test_no_thread_waits_for_an_environment(tmp_path: Path) -> None:
     assert all(process.returncode is not None for process in processes)  # their ends were seen
 
 
+def quick_pool(tmp_path: Path) -> EnvironmentPool:
+    root = task_root(tmp_path, quick=QUICK)
+    settings = Settings(handler_type=HandlerType.LAMBDA, handler="quick.handler", handler_path=root)
+    return EnvironmentPool(
+        environment_spec(settings, FunctionIdentity("quick", 1024, REGION, "123456789012")),
+        size=1,
+        metrics=EnvironmentMetrics(CollectorRegistry(), queue="quick"),
+    )
+
+
+async def invoke_once(pool: EnvironmentPool) -> object:
+    try:
+        return await pool.invoke(b'{"Records": []}', time.monotonic() + 10)
+    finally:
+        await pool.close()
+
+
+class TestEveryLoopSeesItsProcessesEnd:
+    """The child watcher installed for the environments serves every event loop, as asyncio's
+    default did: not only the one that ran the first environment (Python 3.11's own pidfd
+    watcher follows the main thread's ``set_event_loop``, and nothing else)."""
+
+    def test_a_process_started_on_a_loop_not_set_as_current(self, tmp_path: Path) -> None:
+        async def true() -> int:
+            process = await asyncio.create_subprocess_exec("true")
+            return await process.wait()
+
+        assert isinstance(asyncio.run(invoke_once(quick_pool(tmp_path))), FunctionResponse)
+        loop = asyncio.new_event_loop()  # not the thread's current loop: nothing attaches to it
+        try:
+            assert loop.run_until_complete(true()) == 0
+        finally:
+            loop.close()
+
+    def test_an_environment_on_a_thread_outlives_the_main_loop(self, tmp_path: Path) -> None:
+        started = threading.Event()
+        main_ended = threading.Event()
+        outcome: list[object] = []
+
+        async def on_the_thread() -> None:
+            pool = quick_pool(tmp_path)
+            try:
+                outcome.append(await pool.invoke(b'{"Records": []}', time.monotonic() + 10))
+                started.set()
+                await asyncio.to_thread(main_ended.wait, 10)
+            finally:
+                # Kills the environment and waits for its end: it never came, once the main
+                # loop that was reading it had stopped.
+                await asyncio.wait_for(pool.close(), 10)
+            outcome.append("closed")
+
+        def thread() -> None:
+            try:
+                asyncio.run(on_the_thread())
+            except BaseException as exc:  # noqa: BLE001 -- reported by the assertion below
+                outcome.append(exc)
+
+        async def on_the_main_thread() -> threading.Thread:
+            assert isinstance(await invoke_once(quick_pool(tmp_path)), FunctionResponse)
+            running = threading.Thread(target=thread)
+            running.start()
+            await asyncio.to_thread(started.wait, 10)
+            return running
+
+        running = asyncio.run(on_the_main_thread())
+        main_ended.set()
+        running.join(30)
+        assert len(outcome) == 2, outcome
+        assert isinstance(outcome[0], FunctionResponse), outcome
+        assert outcome[1] == "closed", outcome
+
+
 def _reason(error_type: str) -> FailureReason:
     return (
         FailureReason.TIMEOUT if error_type == "Sandbox.Timedout" else FailureReason.HANDLER_ERROR

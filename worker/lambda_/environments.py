@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVarTuple
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -590,23 +590,75 @@ def _watch_children_on_the_loop() -> None:
     (``ThreadedChildWatcher``): a thread per execution environment, for the environment's whole
     life, with its stack (about 0.02 MB each, and a thread of the process's limit). A pidfd
     (Linux 5.3) makes a child's end readable on the event loop instead, as Python 3.12 does by
-    default. 3.11's pidfd watcher serves one loop, the one attached here: the worker's, which
-    runs no other code that starts processes (its Lambda functions run in the environments);
-    a later loop (``worker invoke``, a test) takes it over. Where the kernel or a seccomp
-    profile refuses pidfds, the threads stay.
+    default. Where the kernel or a seccomp profile refuses pidfds, the threads stay; a watcher
+    the application chose itself is left to it.
     """
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
-    watcher = asyncio.get_child_watcher()
-    if not isinstance(watcher, asyncio.PidfdChildWatcher):
-        try:
-            os.close(os.pidfd_open(os.getpid()))
-        except OSError:
-            return
-        watcher = asyncio.PidfdChildWatcher()
-        asyncio.set_child_watcher(watcher)
-    if not watcher.is_active():
-        watcher.attach_loop(asyncio.get_running_loop())
+    if type(asyncio.get_child_watcher()) is not asyncio.ThreadedChildWatcher:
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return
+    asyncio.set_child_watcher(_PidfdChildWatcher())
+
+
+if sys.version_info < (3, 12):
+    _Ts = TypeVarTuple("_Ts")
+
+    class _PidfdChildWatcher(asyncio.AbstractChildWatcher):
+        """Python 3.12's pidfd watcher: each child's end is read on the loop that started it.
+
+        3.11's own ``PidfdChildWatcher`` serves the one loop attached to it, and the main
+        thread's ``set_event_loop`` moves it to each new loop: a process started on any other
+        loop (a thread's, or one not set as the thread's loop) could not be started ("not
+        activated"), or had its end read on a loop that stopped first, forgetting it: its
+        ``wait()`` never returned. Nothing here depends on which loop is attached.
+        """
+
+        def is_active(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+        def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+            pass
+
+        def __enter__(self) -> _PidfdChildWatcher:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def add_child_handler(
+            self, pid: int, callback: Callable[[int, int, *_Ts], object], *args: *_Ts
+        ) -> None:
+            loop = asyncio.get_running_loop()  # asyncio calls this on the loop it starts on
+            pidfd = os.pidfd_open(pid)
+            loop.add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)
+
+        def remove_child_handler(self, pid: int) -> bool:
+            return True  # asyncio never calls it (nor does 3.12's)
+
+        @staticmethod
+        def _reap(
+            loop: asyncio.AbstractEventLoop,
+            pid: int,
+            pidfd: int,
+            callback: Callable[[int, int, *_Ts], object],
+            args: tuple[*_Ts],
+        ) -> None:
+            loop.remove_reader(pidfd)
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:  # reaped elsewhere: its status is gone (asyncio says 255)
+                returncode = 255
+            else:
+                returncode = os.waitstatus_to_exitcode(status)
+            os.close(pidfd)
+            callback(pid, returncode, *args)
 
 
 def _invalid_entrypoint(exc: OSError) -> FunctionError:
