@@ -289,6 +289,15 @@ class TestPublishDash:
     ) -> None:
         assert self.bodies(monkeypatch, "b\nc\n", "a", "-", "d") == ["a", "b", "c", "d"]
 
+    @pytest.mark.parametrize("argv", [("-",), ("--file", "-")])
+    def test_a_closed_stdin_is_a_configuration_error(
+        self, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
+    ) -> None:
+        # Python sets sys.stdin to None when the process starts with it closed (<&-).
+        monkeypatch.setattr("sys.stdin", None)
+        with pytest.raises(ConfigurationError, match="no stdin"):
+            _events(build_parser().parse_args(["publish", *argv]))
+
     @pytest.mark.parametrize("argv", [("-", "-"), ("-", "--file", "-")])
     def test_stdin_named_twice_is_refused(
         self, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]

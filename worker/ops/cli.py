@@ -608,6 +608,8 @@ def _events(args: argparse.Namespace) -> list[Event]:
     # A BODY of "-" is stdin, as for --file and most commands: its lines, in its place.
     if args.messages.count("-") + (args.file == "-") > 1:
         raise ConfigurationError(["'-' (stdin) given more than once: it can be read only once"])
+    if sys.stdin is None and (args.file == "-" or "-" in args.messages):  # started with it closed
+        raise ConfigurationError(["'-' (stdin): there is no stdin to read (it is closed)"])
     bodies: list[str] = []
     for body in args.messages:
         bodies.extend(read_lines(sys.stdin) if body == "-" else [body])
