@@ -72,15 +72,17 @@ class TestHelp:
         assert "examples:\n  worker run --queue orders --handler myhandlers:handle\n" in out
 
 
-@pytest.mark.parametrize("timeout", ["inf", "nan", "0", "-1", "soon"])
+@pytest.mark.parametrize("timeout", ["inf", "nan", "0", "-1", "soon", "1e10", "86401"])
 def test_a_healthcheck_timeout_that_is_no_duration_is_a_usage_error(
     timeout: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # "inf" ended in a traceback from the socket, "nan" and "-1" as "cannot reach" the worker.
+    # "inf" and 1e10 ended in a traceback from the socket, "nan" and "-1" as "cannot reach".
     with pytest.raises(SystemExit) as raised:
         main(["healthcheck", "--timeout", timeout, "--url", "http://127.0.0.1:9/healthz"])
     assert raised.value.code == 2
-    assert f"'{timeout}' is not a number of seconds above 0" in capsys.readouterr().err
+    assert f"'{timeout}' is not a number of seconds above 0 and at most 86400" in (
+        capsys.readouterr().err
+    )
 
 
 class TestOneCommandBuilt:

@@ -264,14 +264,20 @@ def _publish_command(commands: Any) -> None:
     _json_flag(pub, "the message ids")
 
 
+_MOST_SECONDS = 86_400.0  # a socket's timeout past the platform's time_t is an OverflowError
+
+
 def _seconds(text: str) -> float:
-    """A duration: a finite number of seconds above 0 (``float`` takes "inf" and "nan" too)."""
+    """A duration: a number of seconds above 0 and at most a day (``float`` takes "inf",
+    "nan" and 1e10 too, which a socket's timeout cannot be)."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    if not 0 < seconds <= _MOST_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0 and at most {_MOST_SECONDS:g}"
+        )
     return seconds
 
 
